@@ -1,0 +1,124 @@
+"""PostgreSQL plumbing: connection helpers and the migration runner.
+
+Migrations are numbered plain-SQL files in `shared/migrations/`, applied in order, each in its own
+transaction, recorded with a checksum in `schema_migrations`. A session advisory lock on a
+dedicated connection (not a pool connection: releasing one drops session locks) makes concurrent
+`migrate` runs safe: the second waits, then finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import structlog
+
+from shared.errors import MigrationError
+
+log = structlog.get_logger()
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# pg_advisory_lock key of `migrate`: the text "deskledger.migrate" hashed once, kept constant.
+MIGRATE_LOCK_KEY = 7_204_611_833_092_001
+
+CREATE_SCHEMA_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name        text        NOT NULL,
+    checksum    text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT schema_migrations_pkey PRIMARY KEY (name)
+)
+"""
+SELECT_APPLIED = "SELECT name, checksum FROM schema_migrations ORDER BY name"
+INSERT_APPLIED = "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)"
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    files = sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    return [Migration(name=f.name, sql=f.read_text(encoding="utf-8")) for f in files]
+
+
+def database_name(url: str) -> str:
+    name = urlsplit(url).path.lstrip("/")
+    if not name:
+        raise MigrationError(f"DATABASE_URL names no database: {url!r}")
+    return name
+
+
+def _maintenance_url(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
+
+
+async def ensure_database(url: str) -> bool:
+    """Create the database named by `url` when it is missing; True when it was created."""
+    try:
+        conn = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await conn.close()
+        return False
+    name = database_name(url)
+    admin = await asyncpg.connect(_maintenance_url(url))
+    try:
+        quoted = await admin.fetchval("SELECT quote_ident($1)", name)
+        await admin.execute(f"CREATE DATABASE {quoted}")
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        # Another migrate created it a moment ago (concurrent CREATE DATABASE can also surface
+        # as a unique violation on pg_database).
+        return False
+    finally:
+        await admin.close()
+    log.info("database_created", database=name)
+    return True
+
+
+async def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply the pending migrations; returns the names applied (empty when up to date)."""
+    await ensure_database(url)
+    migrations = load_migrations(directory)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+        try:
+            return await _apply_pending(conn, migrations)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+    finally:
+        await conn.close()
+
+
+async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
+    await conn.execute(CREATE_SCHEMA_MIGRATIONS)
+    applied = {row["name"]: row["checksum"] for row in await conn.fetch(SELECT_APPLIED)}
+    known = {m.name for m in migrations}
+    for name in sorted(set(applied) - known):
+        log.warning("migration_unknown", migration=name, hint="applied by a newer DeskLedger?")
+    done: list[str] = []
+    for migration in migrations:
+        if migration.name in applied:
+            if applied[migration.name] != migration.checksum:
+                raise MigrationError(
+                    f"migration {migration.name} was changed after it was applied "
+                    "(checksum differs); restore the file and add a new migration instead"
+                )
+            continue
+        async with conn.transaction():
+            await conn.execute(migration.sql)
+            await conn.execute(INSERT_APPLIED, migration.name, migration.checksum)
+        log.info("migration_applied", migration=migration.name)
+        done.append(migration.name)
+    return done

@@ -1,0 +1,147 @@
+"""DeskLedger's domain events: what happened at UseDesk, normalised, stored in `events.data`.
+
+Rules for evolving them (they are decoded from rows written years ago):
+- each struct is frozen, keyword-only and tagged explicitly (`schema` = `<type>.v<version>`);
+- a new field gets a default; a field is never renamed, retyped or removed;
+- an incompatible change is a new tag (`ticket_created.v2`) decoded beside the old one.
+
+`source_id` is the dedupe key of `interface.md`: unique per `type` in the store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+import msgspec
+
+EventType = Literal["ticket_created", "ticket_changed", "comment_created", "rating"]
+# Where `occurred_at` came from: UseDesk's own timestamp, or our receive time when the payload
+# carried none (a minimal change event has no `changed_at`).
+TimeSource = Literal["usedesk", "received"]
+
+
+class CustomField(msgspec.Struct, frozen=True, kw_only=True):
+    id: int | None = None
+    name: str | None = None
+    value: str | None = None
+
+
+class ClientRef(msgspec.Struct, frozen=True, kw_only=True):
+    """The client as the payload described it (names and contacts, no secrets)."""
+
+    id: int | None = None
+    name: str | None = None
+    emails: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()
+
+
+class FieldChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of `trigger.data[]`; values are kept as text (forms carry every scalar as text)."""
+
+    target: str
+    value: str | None = None
+    old_value: str | None = None
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="schema"):
+    type: ClassVar[EventType]
+    ticket_id: int
+    company_id: int | None = None
+    occurred_at: datetime
+    time_source: TimeSource = "usedesk"
+
+    @property
+    def source_id(self) -> str:
+        raise NotImplementedError
+
+
+class TicketCreated(_Event, frozen=True, kw_only=True, tag="ticket_created.v1"):
+    type: ClassVar[EventType] = "ticket_created"
+    status_id: int | None = None
+    subject: str | None = None
+    client_id: int | None = None
+    assignee_id: int | None = None
+    group_id: int | None = None
+    channel_id: int | None = None
+    email: str | None = None
+    additional_id: str | None = None
+    message: str | None = None
+    published_at: datetime | None = None
+    last_updated_at: datetime | None = None
+    custom_fields: tuple[CustomField, ...] = ()
+    client: ClientRef | None = None
+
+    @property
+    def source_id(self) -> str:
+        return str(self.ticket_id)
+
+
+class TicketChanged(_Event, frozen=True, kw_only=True, tag="ticket_changed.v1"):
+    type: ClassVar[EventType] = "ticket_changed"
+    change_id: int
+    changes: tuple[FieldChange, ...] = ()
+    # `trigger.old_status`/`new_status`, else the `status_id` entry of `changes`.
+    old_status: int | None = None
+    new_status: int | None = None
+    user_id: int | None = None
+    rule_id: int | None = None
+    # "user" when an agent made the change, "rule" when a UseDesk rule (trigger) did.
+    changed_by: Literal["user", "rule", "unknown"] = "unknown"
+    changed_at: datetime | None = None
+    custom_fields: tuple[CustomField, ...] = ()
+
+    @property
+    def source_id(self) -> str:
+        return str(self.change_id)
+
+
+class CommentCreated(_Event, frozen=True, kw_only=True, tag="comment_created.v1"):
+    type: ClassVar[EventType] = "comment_created"
+    comment_id: int
+    message: str | None = None
+    visibility: Literal["public", "private"] | None = None
+    # `comment.from`: "user" (an agent), "client" or "trigger".
+    author: str | None = None
+    user_id: int | None = None
+    client_id: int | None = None
+    is_first: bool = False
+    published_at: datetime | None = None
+
+    @property
+    def source_id(self) -> str:
+        return str(self.comment_id)
+
+
+class RatingGiven(_Event, frozen=True, kw_only=True, tag="rating.v1"):
+    type: ClassVar[EventType] = "rating"
+    rating_id: int
+    rating: int | None = None
+    comment: str | None = None
+    client_id: int | None = None
+    user_id: int | None = None
+    ticket_comment_id: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def source_id(self) -> str:
+        # A rating can change and keep its id: each version is its own fact.
+        stamp = self.updated_at.isoformat() if self.updated_at else "-"
+        return f"{self.rating_id}@{stamp}"
+
+
+Event = TicketCreated | TicketChanged | CommentCreated | RatingGiven
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+
+
+def encode_event(event: Event) -> bytes:
+    """The JSON stored in `events.data` (it carries its own `schema` tag)."""
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes | str) -> Event:
+    """An event back from `events.data`."""
+    return _decoder.decode(data)
