@@ -1,0 +1,190 @@
+"""Turning accepted deliveries into stored events and projection rows, one transaction per batch.
+
+Used by the worker (deliveries from the queue) and by the replay's `--reprocess-rejected`
+(deliveries from the table). The order inside the transaction is what makes it idempotent:
+
+1. take the append lock (serialises appends, see `eventstore`);
+2. skip deliveries already in `deliveries`: a redelivery after a crash between COMMIT and ack;
+3. append the decoded events, `ON CONFLICT DO NOTHING` on `(type, source_id)` (I3);
+4. write each delivery's outcome; 5. fold the newly appended events, and only those, into
+   every projection. COMMIT; the caller acks after it (I4).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from shared import eventstore
+from shared.errors import DecodeError
+from shared.events import Event
+from shared.eventstore import NewEvent, StoredEvent
+from shared.projections import ALL as PROJECTIONS
+from shared.projections.base import apply
+from shared.usedesk import Kind, decode_webhook
+
+Outcome = Literal["recorded", "duplicate", "ignored", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook as the ingress accepted it (secrets already redacted)."""
+
+    delivery_id: UUID
+    received_at: datetime
+    kind: Kind
+    content_type: str
+    body: bytes
+    body_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    delivery: Delivery
+    event: Event | None
+    error: str | None
+
+
+@dataclass
+class BatchResult:
+    outcomes: dict[UUID, Outcome] = field(default_factory=dict)
+    already_processed: int = 0
+    appended: list[StoredEvent] = field(default_factory=list)
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.outcomes.values())
+
+
+def decode(delivery: Delivery, tz: ZoneInfo, company_id: int | None) -> Decoded:
+    """Decode outside the transaction (CPU work); a DecodeError becomes a `rejected` outcome."""
+    try:
+        _, event = decode_webhook(
+            delivery.body,
+            delivery.content_type,
+            received_at=delivery.received_at,
+            tz=tz,
+            company_id=company_id,
+        )
+    except DecodeError as exc:
+        return Decoded(delivery, None, str(exc))
+    return Decoded(delivery, event, None)
+
+
+EXISTING = "SELECT delivery_id FROM deliveries WHERE delivery_id = ANY($1::uuid[])"
+
+INSERT_DELIVERIES = """
+INSERT INTO deliveries (
+    delivery_id,
+    received_at,
+    kind,
+    content_type,
+    body,
+    body_sha256,
+    outcome,
+    error
+)
+SELECT * FROM unnest(
+    $1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[],
+    $8::text[]
+)
+ON CONFLICT ON CONSTRAINT deliveries_pkey DO NOTHING
+"""
+
+UPDATE_OUTCOMES = """
+UPDATE deliveries AS d
+SET outcome = u.outcome, error = u.error, processed_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u (delivery_id, outcome, error)
+WHERE d.delivery_id = u.delivery_id
+"""
+
+
+def _new_events(batch: Sequence[Decoded]) -> list[NewEvent]:
+    """One candidate per `(type, source_id)`: the first delivery in the batch that carries it."""
+    seen: set[tuple[str, str]] = set()
+    new: list[NewEvent] = []
+    for item in batch:
+        if item.event is None:
+            continue
+        key = (item.event.type, item.event.source_id)
+        if key not in seen:
+            seen.add(key)
+            new.append(NewEvent(item.event, item.delivery.delivery_id))
+    return new
+
+
+def _outcome(item: Decoded, appended_by: dict[tuple[str, str], UUID]) -> Outcome:
+    if item.error is not None:
+        return "rejected"
+    if item.event is None:
+        return "ignored"
+    key = (item.event.type, item.event.source_id)
+    return "recorded" if appended_by.get(key) == item.delivery.delivery_id else "duplicate"
+
+
+async def _append_and_project(
+    conn: asyncpg.Connection, batch: Sequence[Decoded], result: BatchResult
+) -> None:
+    result.appended = await eventstore.append(conn, _new_events(batch))
+    appended_by: dict[tuple[str, str], UUID] = {
+        (s.event.type, s.event.source_id): s.delivery_id for s in result.appended
+    }
+    for item in batch:
+        result.outcomes[item.delivery.delivery_id] = _outcome(item, appended_by)
+    for projection in PROJECTIONS:
+        await apply(conn, projection, result.appended)
+
+
+async def record(conn: asyncpg.Connection, batch: Sequence[Decoded]) -> BatchResult:
+    """Store a batch of freshly consumed deliveries in one transaction (see the module doc)."""
+    result = BatchResult()
+    async with conn.transaction():
+        await conn.execute(eventstore.TAKE_APPEND_LOCK, eventstore.APPEND_LOCK_KEY)
+        ids = [item.delivery.delivery_id for item in batch]
+        existing = {row["delivery_id"] for row in await conn.fetch(EXISTING, ids)}
+        fresh: dict[UUID, Decoded] = {}
+        for item in batch:
+            if item.delivery.delivery_id not in existing:
+                fresh.setdefault(item.delivery.delivery_id, item)
+        result.already_processed = len(batch) - len(fresh)
+        await _append_and_project(conn, list(fresh.values()), result)
+        await _insert_deliveries(conn, list(fresh.values()), result)
+    return result
+
+
+async def _insert_deliveries(
+    conn: asyncpg.Connection, batch: Sequence[Decoded], result: BatchResult
+) -> None:
+    if not batch:
+        return
+    d = [item.delivery for item in batch]
+    await conn.execute(
+        INSERT_DELIVERIES,
+        [x.delivery_id for x in d],
+        [x.received_at for x in d],
+        [x.kind for x in d],
+        [x.content_type for x in d],
+        [x.body for x in d],
+        [x.body_sha256 for x in d],
+        [result.outcomes[x.delivery_id] for x in d],
+        [item.error for item in batch],
+    )
+
+
+async def rerecord(conn: asyncpg.Connection, batch: Sequence[Decoded]) -> BatchResult:
+    """Decode-again path for deliveries already in the table (`replay --reprocess-rejected`)."""
+    result = BatchResult()
+    async with conn.transaction():
+        await conn.execute(eventstore.TAKE_APPEND_LOCK, eventstore.APPEND_LOCK_KEY)
+        await _append_and_project(conn, batch, result)
+        ids = [item.delivery.delivery_id for item in batch]
+        await conn.execute(
+            UPDATE_OUTCOMES, ids, [result.outcomes[i] for i in ids], [i.error for i in batch]
+        )
+    return result
