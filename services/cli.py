@@ -16,7 +16,11 @@ from shared.errors import SettingsError
 from shared.settings import Settings, load_settings, settings_help
 
 # One module per subcommand, in the order `--help` lists them.
-COMMAND_MODULES = ("services.migrate",)
+COMMAND_MODULES = (
+    "services.migrate",
+    "services.ingress.command",
+    "services.worker.command",
+)
 
 
 class Command(Protocol):

@@ -15,10 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.errors import MigrationError
 
 log = structlog.get_logger()
+
+# A connection of its own or one borrowed from a pool: the code that runs SQL takes either.
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key of `migrate`: the text "deskledger.migrate" hashed once, kept constant.
@@ -122,3 +126,21 @@ async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) 
         log.info("migration_applied", migration=migration.name)
         done.append(migration.name)
     return done
+
+
+# SQLSTATE classes that say "try again later", not "this message is bad": connection exceptions,
+# transaction rollbacks (serialization failure, deadlock), insufficient resources, operator
+# intervention (admin shutdown, cannot connect now), system errors.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a database failure is the infrastructure's, not the data's (I6)."""
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.InvalidCachedStatementError):
+        return True  # a table swapped by `replay` under a cached statement
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", "") or ""
+        return sqlstate[:2] in _TRANSIENT_CLASSES
+    return False

@@ -19,6 +19,7 @@ from uuid import UUID
 
 import asyncpg
 
+from shared.db import Conn
 from shared.events import Event, decode_event, encode_event
 
 # pg_advisory_xact_lock key of appends (and of the replay's swap); any constant, kept forever.
@@ -74,7 +75,7 @@ def _json(event: Event) -> str:
     return encode_event(event).decode().replace("\\u0000", "\\ufffd")
 
 
-async def append(conn: asyncpg.Connection, batch: Sequence[NewEvent]) -> list[StoredEvent]:
+async def append(conn: Conn, batch: Sequence[NewEvent]) -> list[StoredEvent]:
     """Append what is new in `batch`; returns only the events this call stored, in position order.
 
     Must run inside the caller's transaction (the lock is held until its COMMIT). An event whose
@@ -106,14 +107,14 @@ def _stored(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(row["position"], decode_event(row["data"]), row["delivery_id"])
 
 
-async def high_water_mark(conn: asyncpg.Connection) -> int:
+async def high_water_mark(conn: Conn) -> int:
     """The last position every reader can see; safe because appends are serialised."""
     value: int = await conn.fetchval(HIGH_WATER_MARK)
     return value
 
 
 async def read_all(
-    conn: asyncpg.Connection, after: int = 0, until: int | None = None, chunk: int = 5000
+    conn: Conn, after: int = 0, until: int | None = None, chunk: int = 5000
 ) -> AsyncIterator[list[StoredEvent]]:
     """Events with `after < position <= until`, in order, in chunks, through a server-side cursor.
 
@@ -127,6 +128,6 @@ async def read_all(
             yield [_stored(row) for row in rows]
 
 
-async def read_ticket(conn: asyncpg.Connection, ticket_id: int) -> list[StoredEvent]:
+async def read_ticket(conn: Conn, ticket_id: int) -> list[StoredEvent]:
     """One ticket's events in position order."""
     return [_stored(row) for row in await conn.fetch(READ_TICKET, ticket_id)]

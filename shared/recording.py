@@ -13,16 +13,15 @@ Used by the worker (deliveries from the queue) and by the replay's `--reprocess-
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-import asyncpg
-
 from shared import eventstore
+from shared.db import Conn
 from shared.errors import DecodeError
 from shared.events import Event
 from shared.eventstore import NewEvent, StoredEvent
@@ -128,9 +127,7 @@ def _outcome(item: Decoded, appended_by: dict[tuple[str, str], UUID]) -> Outcome
     return "recorded" if appended_by.get(key) == item.delivery.delivery_id else "duplicate"
 
 
-async def _append_and_project(
-    conn: asyncpg.Connection, batch: Sequence[Decoded], result: BatchResult
-) -> None:
+async def _append_and_project(conn: Conn, batch: Sequence[Decoded], result: BatchResult) -> None:
     result.appended = await eventstore.append(conn, _new_events(batch))
     appended_by: dict[tuple[str, str], UUID] = {
         (s.event.type, s.event.source_id): s.delivery_id for s in result.appended
@@ -141,8 +138,15 @@ async def _append_and_project(
         await apply(conn, projection, result.appended)
 
 
-async def record(conn: asyncpg.Connection, batch: Sequence[Decoded]) -> BatchResult:
-    """Store a batch of freshly consumed deliveries in one transaction (see the module doc)."""
+async def record(
+    conn: Conn,
+    batch: Sequence[Decoded],
+    before_commit: Callable[[], None] | None = None,
+) -> BatchResult:
+    """Store a batch of freshly consumed deliveries in one transaction (see the module doc).
+
+    `before_commit` runs inside the transaction just before COMMIT (the fault tests use it).
+    """
     result = BatchResult()
     async with conn.transaction():
         await conn.execute(eventstore.TAKE_APPEND_LOCK, eventstore.APPEND_LOCK_KEY)
@@ -155,12 +159,12 @@ async def record(conn: asyncpg.Connection, batch: Sequence[Decoded]) -> BatchRes
         result.already_processed = len(batch) - len(fresh)
         await _append_and_project(conn, list(fresh.values()), result)
         await _insert_deliveries(conn, list(fresh.values()), result)
+        if before_commit is not None:
+            before_commit()
     return result
 
 
-async def _insert_deliveries(
-    conn: asyncpg.Connection, batch: Sequence[Decoded], result: BatchResult
-) -> None:
+async def _insert_deliveries(conn: Conn, batch: Sequence[Decoded], result: BatchResult) -> None:
     if not batch:
         return
     d = [item.delivery for item in batch]
@@ -177,7 +181,7 @@ async def _insert_deliveries(
     )
 
 
-async def rerecord(conn: asyncpg.Connection, batch: Sequence[Decoded]) -> BatchResult:
+async def rerecord(conn: Conn, batch: Sequence[Decoded]) -> BatchResult:
     """Decode-again path for deliveries already in the table (`replay --reprocess-rejected`)."""
     result = BatchResult()
     async with conn.transaction():

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
+from shared.db import Conn
 from shared.events import Event
 from shared.eventstore import StoredEvent
 
@@ -69,9 +70,7 @@ def fold_into(
     return touched
 
 
-async def apply(
-    conn: asyncpg.Connection, projection: Projection[K, S], events: Sequence[StoredEvent]
-) -> int:
+async def apply(conn: Conn, projection: Projection[K, S], events: Sequence[StoredEvent]) -> int:
     """Fold newly appended events into the live table; returns the rows written."""
     keys = {k for k in map(projection.key, (s.event for s in events)) if k is not None}
     if not keys:

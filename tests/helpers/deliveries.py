@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.recording import Decoded, Delivery, decode
-from shared.usedesk import detect_kind
+from shared.usedesk import Kind, detect_kind
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "usedesk"
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -42,3 +42,16 @@ def fixture(name: str) -> dict[str, Any]:
 
 
 STORY = ("ticket_created.json", "comment_created.json", "ticket_changed.json", "rating.json")
+
+
+STORY_KINDS: dict[str, Kind] = {
+    "ticket_created.json": "ticket_created",
+    "comment_created.json": "comment_created",
+    "ticket_changed.json": "ticket_changed",
+    "rating.json": "rating",
+}
+
+
+def story_bodies() -> list[tuple[Kind, bytes]]:
+    """The fixture story as (kind, JSON body) pairs, in the order it happened."""
+    return [(STORY_KINDS[name], json.dumps(fixture(name)).encode()) for name in STORY]

@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/postgres"
@@ -69,3 +70,23 @@ def service_urls() -> Iterator[ServiceUrls]:
         pg_url = pg.get_connection_url()
         amqp_url = f"amqp://guest:guest@{mq.get_container_host_ip()}:{mq.get_exposed_port(5672)}/"
         yield ServiceUrls(postgres=pg_url, amqp=amqp_url)
+
+
+def settings_env(settings: Any) -> dict[str, str]:
+    """The environment that makes a `deskledger` subprocess use these Settings."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATABASE_URL": settings.database_url,
+        "AMQP_URL": settings.amqp_url,
+        "DESKLEDGER_AMQP_PREFIX": settings.amqp_prefix,
+        "DESKLEDGER_SECRETS": ",".join(settings.secrets),
+        "DESKLEDGER_SOURCE_TIMEZONE": str(settings.source_timezone),
+        "DESKLEDGER_LOG_FORMAT": "json",
+        "DESKLEDGER_HTTP_HOST": settings.http_host,
+        "DESKLEDGER_HTTP_PORT": str(settings.http_port or 8080),
+        "DESKLEDGER_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
+        "DESKLEDGER_BATCH_MS": str(settings.batch_ms),
+        "DESKLEDGER_BATCH_SIZE": str(settings.batch_size),
+        "DESKLEDGER_DRAIN_SECONDS": str(settings.drain_seconds),
+        "DESKLEDGER_PUBLISH_TIMEOUT": str(settings.publish_timeout),
+    }

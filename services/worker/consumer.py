@@ -1,0 +1,250 @@
+"""The worker: consume the quorum queue, record batches in one transaction each, ack after COMMIT.
+
+Failure policy (I4, I6):
+- a transient database failure (connection lost, PostgreSQL restarting, serialization failure,
+  deadlock) retries the same batch with backoff; while it does, this loop takes no new messages,
+  and nothing is acked or rejected. Retrying is safe even when COMMIT's outcome was unknown:
+  `recording.record` skips deliveries already stored;
+- any other failure of a batch re-runs its messages one by one; a message that still fails is
+  returned to the queue (nack, requeue) and logged with its delivery id, and the queue's
+  `x-delivery-limit` moves it to the dead-letter queue after too many attempts;
+- a message that does not decode is not a failure: it is recorded as `rejected` and acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Sequence
+
+import aio_pika
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from services.worker import metrics
+from services.worker.envelope import to_delivery
+from shared.broker import declare_topology
+from shared.db import is_transient
+from shared.recording import BatchResult, Decoded, decode, record
+from shared.settings import Settings
+
+log = structlog.get_logger()
+
+# Test-only: `before_commit` / `after_commit` makes the worker SIGKILL itself at that point.
+FAULT_POINT = os.environ.get("DESKLEDGER_FAULT_POINT", "")
+MAX_BACKOFF = 30.0
+
+
+class Stopping(Exception):
+    """The worker is stopping; the messages in hand go back to the queue unacked."""
+
+
+class Worker:
+    def __init__(self, settings: Settings, concurrency: int = 1, burst: bool = False) -> None:
+        self.settings = settings
+        self.concurrency = concurrency
+        self.burst = burst
+        self.stopping = asyncio.Event()
+        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._busy = 0
+        self._pool: asyncpg.Pool | None = None
+        self._connection: AbstractRobustConnection | None = None
+        self._db_ok = True
+
+    def ready(self) -> bool:
+        connected = self._connection is not None and not self._connection.is_closed
+        return connected and self._db_ok and not self.stopping.is_set()
+
+    async def run(self) -> None:
+        """Consume until `stop()` (or, with `burst`, until the queue is empty)."""
+        self._pool = await asyncpg.create_pool(
+            self.settings.database_url, min_size=0, max_size=self.concurrency + 1
+        )
+        self._connection = await aio_pika.connect_robust(self.settings.amqp_url)
+        try:
+            await self._consume(self._connection)
+        finally:
+            await self._connection.close()
+            await self._pool.close()
+            metrics.BROKER_CONNECTED.set(0)
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("worker_stopping")
+            self.stopping.set()
+
+    async def _consume(self, connection: AbstractRobustConnection) -> None:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        topology = await declare_topology(
+            channel, self.settings.amqp_prefix, self.settings.delivery_limit
+        )
+        tag = await topology.queue.consume(self._buffer.put)
+        metrics.BROKER_CONNECTED.set(1)
+        log.info("worker_consuming", queue=topology.names.queue, concurrency=self.concurrency)
+        loops = [asyncio.create_task(self._loop()) for _ in range(self.concurrency)]
+        if self.burst:
+            loops.append(asyncio.create_task(self._stop_when_drained(topology.names.queue)))
+        await self.stopping.wait()
+        await topology.queue.cancel(tag)
+        await asyncio.gather(*loops)
+
+    async def _stop_when_drained(self, queue_name: str) -> None:
+        channel = await self._connection.channel() if self._connection else None
+        assert channel is not None
+        while not self.stopping.is_set():
+            await asyncio.sleep(0.25)
+            declared = await channel.declare_queue(queue_name, passive=True)
+            idle = self._buffer.empty() and self._busy == 0
+            if idle and declared.declaration_result.message_count == 0:
+                self.stop()
+        await channel.close()
+
+    async def _loop(self) -> None:
+        while not self.stopping.is_set():
+            batch = await self._collect()
+            if not batch:
+                continue
+            self._busy += 1
+            try:
+                await self._handle(batch)
+            except Stopping:
+                return
+            finally:
+                self._busy -= 1
+
+    async def _collect(self) -> list[AbstractIncomingMessage]:
+        """Up to `batch_size` messages, waiting at most `batch_ms` after the first."""
+        loop = asyncio.get_running_loop()
+        batch: list[AbstractIncomingMessage] = []
+        try:
+            batch.append(await asyncio.wait_for(self._buffer.get(), 0.2))
+        except TimeoutError:
+            return batch
+        deadline = loop.time() + self.settings.batch_ms / 1000
+        while len(batch) < self.settings.batch_size:
+            if not self._buffer.empty():
+                batch.append(self._buffer.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._buffer.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
+        started = time.perf_counter()
+        decoded = [self._decode(m) for m in messages]
+        ids = [str(d.delivery.delivery_id) for d in decoded]
+        with structlog.contextvars.bound_contextvars(delivery_ids=ids):
+            try:
+                result = await self._record(decoded)
+            except Stopping:
+                raise
+            except Exception:
+                log.exception("batch_failed", size=len(messages), hint="retrying one by one")
+                await self._one_by_one(messages, decoded)
+                return
+            await self._ack(messages)
+            self._report(result, len(messages), time.perf_counter() - started)
+
+    def _decode(self, message: AbstractIncomingMessage) -> Decoded:
+        return decode(to_delivery(message), self.settings.source_timezone, self.settings.company_id)
+
+    async def _record(self, batch: Sequence[Decoded]) -> BatchResult:
+        """Record with retries for as long as the failure is transient."""
+        assert self._pool is not None
+        attempt = 0
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    result = await record(conn, batch, before_commit=_fault("before_commit"))
+                _fault("after_commit")()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                attempt += 1
+                await self._backoff(attempt, exc)
+                continue
+            self._db_ok = True
+            metrics.DATABASE_OK.set(1)
+            return result
+
+    async def _backoff(self, attempt: int, exc: BaseException) -> None:
+        self._db_ok = False
+        metrics.DATABASE_OK.set(0)
+        metrics.DB_RETRIES.inc()
+        delay = min(MAX_BACKOFF, 0.1 * 2 ** min(attempt, 10))
+        log.warning("database_unavailable", attempt=attempt, retry_in=delay, error=repr(exc))
+        try:
+            await asyncio.wait_for(self.stopping.wait(), delay)
+        except TimeoutError:
+            return
+        raise Stopping
+
+    async def _one_by_one(
+        self, messages: list[AbstractIncomingMessage], decoded: list[Decoded]
+    ) -> None:
+        for message, item in zip(messages, decoded, strict=True):
+            try:
+                result = await self._record([item])
+            except Stopping:
+                raise
+            except Exception as exc:
+                metrics.FAILED.inc()
+                log.error(
+                    "delivery_failed",
+                    delivery_id=str(item.delivery.delivery_id),
+                    error=repr(exc),
+                    hint="returned to the queue; dead-lettered at the limit",
+                )
+                await message.nack(requeue=True)
+                continue
+            await message.ack()
+            self._report(result, 1, 0.0)
+
+    async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
+        if self.concurrency == 1:
+            # One batch at a time, in delivery order: one frame acks the whole batch.
+            await messages[-1].ack(multiple=True)
+            return
+        for message in messages:
+            await message.ack()
+
+    def _report(self, result: BatchResult, size: int, seconds: float) -> None:
+        counts = result.counts()
+        for outcome, count in counts.items():
+            metrics.DELIVERIES.labels(outcome).inc(count)
+        metrics.BATCHES.inc()
+        metrics.EVENTS.inc(len(result.appended))
+        metrics.BATCH_SECONDS.observe(seconds)
+        log.info(
+            "batch_committed",
+            size=size,
+            recorded=counts["recorded"],
+            duplicates=counts["duplicate"],
+            ignored=counts["ignored"],
+            rejected=counts["rejected"],
+            already_processed=result.already_processed,
+            duration_ms=round(seconds * 1000, 1),
+        )
+
+
+def _fault(point: str) -> _FaultPoint:
+    return _FaultPoint(point if point == FAULT_POINT else "")
+
+
+class _FaultPoint:
+    def __init__(self, point: str) -> None:
+        self.point = point
+
+    def __call__(self) -> None:
+        if self.point:
+            log.warning("fault_point_reached", point=self.point)
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,137 @@
+"""The worker against real RabbitMQ and PostgreSQL: outcomes, duplicates, poison, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from services.worker.consumer import Worker
+from shared.settings import Settings
+from shared.usedesk import Kind
+from tests.helpers.deliveries import fixture, story_bodies
+from tests.helpers.tcpproxy import tcp_proxy
+from tests.helpers.worker import drain, publish, queue_depths
+
+
+async def test_story_through_the_queue(settings: Settings, db: asyncpg.Connection) -> None:
+    ids = await publish(settings, story_bodies())
+    await drain(settings)
+    rows = await db.fetch("SELECT delivery_id, outcome, kind FROM deliveries")
+    assert {row["delivery_id"] for row in rows} == set(ids)
+    assert {row["outcome"] for row in rows} == {"recorded"}
+    assert await db.fetchval("SELECT count(*) FROM events") == 4
+    assert await db.fetchval("SELECT status_id FROM tickets WHERE ticket_id = 3318840") == 2
+    assert await queue_depths(settings) == (0, 0)
+
+
+async def test_duplicates_and_poison(settings: Settings, db: asyncpg.Connection) -> None:
+    changed = json.dumps(fixture("ticket_changed.json")).encode()
+    poison: list[tuple[Kind, bytes]] = [
+        ("unknown", b"\x00\x01 not json at all"),
+        ("ticket_changed", b'{"secret": "x", "trigger": {"id": [1], "ticket_id": 5}}'),
+    ]
+    await publish(settings, [("ticket_changed", changed)] * 3 + poison + [("ping", b'{"ping":1}')])
+    await drain(settings)
+    outcomes = await db.fetch("SELECT outcome, count(*) AS n FROM deliveries GROUP BY outcome")
+    assert {row["outcome"]: row["n"] for row in outcomes} == {
+        "recorded": 1,
+        "duplicate": 2,
+        "rejected": 2,
+        "ignored": 1,
+    }
+    assert await db.fetchval("SELECT count(*) FROM events") == 1
+    assert await queue_depths(settings) == (0, 0)
+
+
+async def test_two_workers_on_overlapping_duplicates(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    bodies = story_bodies() * 5
+    await publish(settings, bodies)
+    small = settings.replace(batch_size=3, prefetch=4)
+    await asyncio.gather(drain(small), drain(small, concurrency=2))
+    assert await db.fetchval("SELECT count(*) FROM events") == 4
+    assert await db.fetchval("SELECT count(*) FROM deliveries") == len(bodies)
+    assert await db.fetchval("SELECT count(*) FROM deliveries WHERE outcome = 'recorded'") == 4
+    assert await db.fetchval("SELECT comments_count FROM tickets") == 1
+
+
+def _via(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username or 'root'}@127.0.0.1:{port}"))
+
+
+async def test_database_outage_pauses_and_nothing_is_dead_lettered(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """PostgreSQL unreachable mid-stream (a cut link), then back: backlog drained, no DLQ."""
+    target = urlsplit(settings.database_url)
+    async with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        proxied = settings.replace(
+            database_url=_via(settings.database_url, proxy.port), batch_size=2
+        )
+        worker = Worker(proxied, burst=False)
+        running = asyncio.create_task(worker.run())
+        await publish(settings, story_bodies()[:2])
+        await _wait_for(db, "SELECT count(*) FROM events", 2)
+        proxy.cut()
+        await publish(settings, story_bodies()[2:])
+        await asyncio.sleep(2)  # the worker now retries against a dead database
+        assert await db.fetchval("SELECT count(*) FROM events") == 2
+        assert not worker.ready()
+        proxy.restore()
+        await _wait_for(db, "SELECT count(*) FROM events", 4)
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+    assert await queue_depths(settings) == (0, 0)
+    assert await db.fetchval("SELECT count(*) FROM deliveries") == 4
+
+
+async def _wait_for(db: asyncpg.Connection, query: str, expected: int) -> None:
+    for _ in range(300):
+        if await db.fetchval(query) == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{query} never reached {expected}: {await db.fetchval(query)}")
+
+
+async def test_reader_following_position_misses_nothing(database_url: str) -> None:
+    """Concurrent appenders, one reader polling `read_all(after=last)`: every position once."""
+    from shared import eventstore
+    from shared.recording import record
+    from tests.helpers.deliveries import decoded
+
+    async def appender(number: int) -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for batch in range(15):
+                payloads = [
+                    {
+                        "comment": {
+                            "id": number * 10_000 + batch * 10 + i,
+                            "ticket_id": number,
+                            "published_at": "2024-03-05 11:52:40",
+                        }
+                    }
+                    for i in range(5)
+                ]
+                await record(conn, [decoded(p) for p in payloads])
+        finally:
+            await conn.close()
+
+    seen: list[int] = []
+    reader = await asyncpg.connect(database_url)
+    writers = asyncio.gather(*(appender(n) for n in range(1, 5)))
+    try:
+        while not writers.done() or await eventstore.high_water_mark(reader) > (seen or [0])[-1]:
+            async for chunk in eventstore.read_all(reader, after=(seen or [0])[-1], chunk=7):
+                seen.extend(stored.position for stored in chunk)
+            await asyncio.sleep(0)
+        await writers
+    finally:
+        await reader.close()
+    assert len(seen) == 4 * 15 * 5
+    assert seen == sorted(set(seen))
