@@ -42,6 +42,10 @@ pytest: install ## the test suite only
 
 test: lint typecheck pytest ## lint, type-check, then the whole test suite (real PostgreSQL and RabbitMQ)
 
+bench: install ## the benchmark suite: ratios against baselines measured in the same run
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(RUN) python -m tests.benchmarks
+
 services: ## start the local PostgreSQL and RabbitMQ when they are down (CI machines)
 	@bash .ci/services
 

@@ -47,7 +47,9 @@ class Projection(Generic[K, S]):
     key: Callable[[Event], K | None]
     fold: Callable[[S | None, StoredEvent], S]
     row: Callable[[S], tuple[Any, ...]]
-    # INSERT ... SELECT * FROM unnest($1, ..., $n) ON CONFLICT ...: one array per column.
+    # INSERT ... SELECT * FROM unnest($1, ..., $n) ON CONFLICT (key) ...: one array per column.
+    # Table names are unqualified and conflicts name columns, not constraints: the replay runs
+    # the same statements against fresh tables of the same names in its own schema.
     upsert_sql: str
     # SELECT the stored states of `$1` keys; None when rows are only ever inserted.
     load_sql: str | None = None

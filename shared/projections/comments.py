@@ -63,7 +63,7 @@ SELECT * FROM unnest(
     $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
     $8::timestamptz[], $9::boolean[]
 )
-ON CONFLICT ON CONSTRAINT ticket_comments_pkey DO NOTHING
+ON CONFLICT (comment_id) DO NOTHING
 """
 
 PROJECTION: Projection[int, tuple[Any, ...]] = Projection(

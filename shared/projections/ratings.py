@@ -103,7 +103,7 @@ SELECT * FROM unnest(
     $1::bigint[], $2::bigint[], $3::integer[], $4::text[], $5::bigint[], $6::bigint[],
     $7::bigint[], $8::timestamptz[], $9::timestamptz[]
 )
-ON CONFLICT ON CONSTRAINT ticket_ratings_pkey DO UPDATE SET
+ON CONFLICT (rating_id) DO UPDATE SET
     ticket_id = EXCLUDED.ticket_id,
     rating = EXCLUDED.rating,
     comment = EXCLUDED.comment,

@@ -62,7 +62,7 @@ SELECT * FROM unnest(
     $1::text[], $2::bigint[], $3::integer[], $4::integer[], $5::timestamptz[], $6::bigint[],
     $7::bigint[], $8::text[]
 )
-ON CONFLICT ON CONSTRAINT ticket_status_changes_pkey DO NOTHING
+ON CONFLICT (source_id) DO NOTHING
 """
 
 PROJECTION: Projection[str, tuple[Any, ...]] = Projection(

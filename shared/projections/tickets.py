@@ -295,7 +295,7 @@ SELECT * FROM unnest(
     $17::timestamptz[], $18::timestamptz[], $19::integer[], $20::jsonb[], $21::integer[],
     $22::boolean[], $23::integer[], $24::jsonb[]
 )
-ON CONFLICT ON CONSTRAINT tickets_pkey DO UPDATE SET
+ON CONFLICT (ticket_id) DO UPDATE SET
     company_id = EXCLUDED.company_id,
     status_id = EXCLUDED.status_id,
     subject = EXCLUDED.subject,
