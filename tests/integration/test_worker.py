@@ -135,3 +135,24 @@ async def test_reader_following_position_misses_nothing(database_url: str) -> No
         await reader.close()
     assert len(seen) == 4 * 15 * 5
     assert seen == sorted(set(seen))
+
+
+async def test_status_reports_depths_outcomes_and_age(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    from services.status import gather, render  # noqa: PLC0415
+
+    await publish(settings, [*story_bodies(), ("unknown", b"{]")])
+    report, ok = await gather(settings)
+    assert ok
+    assert report["broker"]["queue"]["messages"] == 5
+    assert report["broker"]["dead_letter_queue"]["messages"] == 0
+    await drain(settings)
+    report, ok = await gather(settings)
+    assert ok
+    assert report["broker"]["queue"]["messages"] == 0
+    assert report["database"]["deliveries"] == {"recorded": 4, "rejected": 1}
+    assert report["database"]["events"] == 4
+    assert report["database"]["newest_event_age_s"] >= 0
+    assert report["database"]["suspected_gaps"] == 1
+    assert "recorded 4, rejected 1" in render(report)

@@ -1,0 +1,141 @@
+"""`deskledger status`: is the pipeline keeping up? Queue depths, consumers, outcomes, event age."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+import aio_pika
+import aiormq
+import asyncpg
+
+from shared.broker import TopologyNames
+from shared.settings import Settings, settings_help
+
+DATABASE_FIGURES = """
+SELECT
+    (SELECT count(*) FROM events) AS events,
+    (SELECT max(position) FROM events) AS last_position,
+    (SELECT extract(epoch FROM now() - max(recorded_at)) FROM events) AS newest_event_age_s,
+    (SELECT count(*) FROM tickets) AS tickets,
+    (SELECT coalesce(sum(suspected_gaps), 0) FROM tickets) AS suspected_gaps
+"""
+OUTCOMES = "SELECT outcome, count(*) AS n FROM deliveries GROUP BY outcome ORDER BY outcome"
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "status",
+        help="queue depths, consumers, deliveries by outcome, the age of the newest event",
+        description=(
+            "Show whether DeskLedger keeps up: the webhook queue's depth and consumer count, "
+            "the dead-letter queue's depth, deliveries by outcome, events stored and the age of "
+            "the newest one, and suspected gaps (lost webhooks). Exit 0 when both RabbitMQ and "
+            "PostgreSQL answered, 1 otherwise (what could be read is still shown)."
+        ),
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run)
+
+
+async def broker_figures(settings: Settings) -> dict[str, Any]:
+    names = TopologyNames.for_prefix(settings.amqp_prefix)
+    figures: dict[str, Any] = {}
+    connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+    async with connection:
+        for label, queue_name in (
+            ("queue", names.queue),
+            ("dead_letter_queue", names.dead_letter_queue),
+        ):
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(queue_name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                figures[label] = {"name": queue_name, "missing": True}
+                continue
+            result = queue.declaration_result
+            figures[label] = {
+                "name": queue_name,
+                "messages": result.message_count,
+                "consumers": result.consumer_count,
+            }
+            await channel.close()
+    return figures
+
+
+async def database_figures(settings: Settings) -> dict[str, Any]:
+    conn = await asyncpg.connect(settings.database_url, timeout=5)
+    try:
+        row = await conn.fetchrow(DATABASE_FIGURES)
+        outcomes = {r["outcome"]: r["n"] for r in await conn.fetch(OUTCOMES)}
+    finally:
+        await conn.close()
+    assert row is not None
+    figures = dict(row.items())
+    age = figures["newest_event_age_s"]
+    figures["newest_event_age_s"] = None if age is None else round(float(age), 1)
+    figures["deliveries"] = outcomes
+    return figures
+
+
+async def gather(settings: Settings) -> tuple[dict[str, Any], bool]:
+    report: dict[str, Any] = {"amqp_prefix": settings.amqp_prefix}
+    ok = True
+    try:
+        report["broker"] = await broker_figures(settings)
+    except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+        report["broker"] = {"error": f"RabbitMQ at {settings.safe_amqp_url}: {exc!r}"}
+        ok = False
+    try:
+        report["database"] = await database_figures(settings)
+    except asyncpg.UndefinedTableError:
+        report["database"] = {"error": "the schema is missing: run `deskledger migrate`"}
+        ok = False
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        report["database"] = {"error": f"PostgreSQL at {settings.safe_database_url}: {exc!r}"}
+        ok = False
+    return report, ok
+
+
+def render(report: dict[str, Any]) -> str:
+    lines: list[str] = []
+    broker = report["broker"]
+    if "error" in broker:
+        lines.append(f"broker     unreachable: {broker['error']}")
+    for label in ("queue", "dead_letter_queue"):
+        queue = broker.get(label)
+        if queue is None:
+            continue
+        if queue.get("missing"):
+            lines.append(f"{label:<18} {queue['name']}: not declared yet (start ingress/worker)")
+        else:
+            lines.append(
+                f"{label:<18} {queue['name']}: {queue['messages']} messages, "
+                f"{queue['consumers']} consumers"
+            )
+    database = report["database"]
+    if "error" in database:
+        lines.append(f"database   unreachable: {database['error']}")
+        return "\n".join(lines)
+    outcomes = ", ".join(f"{k} {v}" for k, v in database["deliveries"].items()) or "none yet"
+    age = database["newest_event_age_s"]
+    lines += [
+        f"{'deliveries':<18} {outcomes}",
+        f"{'events':<18} {database['events']} (last position {database['last_position']})",
+        f"{'newest event':<18} " + ("none yet" if age is None else f"{age} s ago"),
+        f"{'tickets':<18} {database['tickets']} ({database['suspected_gaps']} suspected gaps)",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    report, ok = asyncio.run(gather(settings))
+    print(json.dumps(report, default=str) if args.json else render(report))
+    if not ok:
+        print("deskledger status: some figures could not be read (see above)", file=sys.stderr)
+    return 0 if ok else 1
