@@ -21,10 +21,12 @@ help: ## list the targets
 
 install: .venv/.installed ## create .venv with the project and its tools (uv, from uv.lock)
 
-run: install ## migrate, then run the pipeline in the foreground (Ctrl-C stops it)
-	$(RUN) deskledger migrate
-	@echo "DeskLedger: the database is migrated. The ingress and worker are not built yet;"
-	@echo "see the open issues in docs/ and README.md."
+run: install ## migrate, then run ingress + one worker in the foreground (Ctrl-C stops both)
+	@bash .ci/services-hint
+	$(RUN) python -m services.local
+
+demo: install ## in a second terminal while `make run` runs: post the fixture story, show the ticket
+	$(RUN) python -m services.demo
 
 lint: install ## ruff lint and format check
 	$(RUN) ruff check $(SRC) tests
