@@ -31,7 +31,7 @@ printf '[containers]\ndefault_ulimits = []\n' >"$CONTAINERS_CONF"
 if podman image exists "$base"; then
     step "base image $base is cached"
 else
-    step "making $base with debootstrap (a few minutes, once)"
+    step "making $base with debootstrap (about a minute, once)"
     rm -rf "$work/rootfs"
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
         bookworm "$work/rootfs" http://deb.debian.org/debian
