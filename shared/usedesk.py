@@ -1,0 +1,265 @@
+"""UseDesk webhooks on the wire: kind detection (cheap, on the ingress hot path) and decoding.
+
+See `docs/usedesk-webhooks.md` (from the wire-format research) for what each kind carries.
+Wire structs live in `usedesk_wire`, the wire → event rules in `usedesk_mapping`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from shared.errors import DecodeError
+from shared.events import Event
+from shared.forms import FORM_CONTENT_TYPES, parse_form
+from shared.usedesk_mapping import (
+    comment_created,
+    rating_given,
+    show,
+    ticket_changed,
+    ticket_created,
+)
+from shared.usedesk_wire import (
+    ANY_DECODER,
+    ENVELOPE_DECODER,
+    KIND_KEYS_DECODER,
+    Envelope,
+    KindKeys,
+)
+
+Kind = Literal[
+    "ticket_created", "ticket_changed", "comment_created", "rating", "ping", "chat", "unknown"
+]
+KINDS: tuple[Kind, ...] = (
+    "ticket_created",
+    "ticket_changed",
+    "comment_created",
+    "rating",
+    "ping",
+    "chat",
+    "unknown",
+)
+TICKET_KINDS: frozenset[Kind] = frozenset(KINDS[:4])
+# The order matters: a chat payload also carries a `ticket` object and must never become a ticket.
+_KIND_KEYS: tuple[tuple[str, Kind], ...] = (
+    ("chat_id", "chat"),
+    ("ping", "ping"),
+    ("ticket", "ticket_created"),
+    ("trigger", "ticket_changed"),
+    ("comment", "comment_created"),
+    ("csi", "rating"),
+)
+_BUILDERS: dict[Kind, Callable[[Envelope, datetime, ZoneInfo, int | None], Event]] = {
+    "ticket_created": ticket_created,
+    "ticket_changed": ticket_changed,
+    "comment_created": comment_created,
+    "rating": rating_given,
+}
+JSON_CONTENT_TYPE = "application/json"
+# Headers seen verbatim on nearly every request: a set lookup instead of parsing them.
+_JSON_AS_SENT = frozenset(
+    {
+        JSON_CONTENT_TYPE,
+        f"{JSON_CONTENT_TYPE}; charset=utf-8",
+        f"{JSON_CONTENT_TYPE}; charset=UTF-8",
+    }
+)
+# Far above a real webhook (5 levels) and far below msgspec's recursion guard; checked before
+# decoding because raising the recursion limit instead can crash msgspec (reliability I8).
+MAX_JSON_DEPTH = 64
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_AT = re.compile(r" - at `\$([^`]*)`$")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_FLAGS = frozenset({"is_first", "delivered", "readed"})
+_INT_RANGE = f"an integer from 0 to {2**63 - 1}"
+_MISSING = object()
+_JSON_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+
+
+def detect_kind(payload: Mapping[str, object]) -> Kind:
+    """The webhook's kind from its top-level keys."""
+    for key, kind in _KIND_KEYS:
+        if key in payload:
+            return kind
+    return "unknown"
+
+
+def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
+    """A JSON object or form body as a nested dict; `DecodeError` for anything else."""
+    media = _media_type(content_type)
+    if media in FORM_CONTENT_TYPES:
+        return parse_form(body, content_type)
+    _require_json(media)
+    _check_depth(body)
+    try:
+        payload = ANY_DECODER.decode(body)
+    except _JSON_ERRORS as exc:
+        raise _invalid_json(exc) from exc
+    if not isinstance(payload, dict):
+        raise DecodeError("unknown", "", f"expected a JSON object, got {show(payload)}")
+    return payload
+
+
+def decode_webhook(
+    body: bytes,
+    content_type: str,
+    *,
+    received_at: datetime,
+    tz: ZoneInfo,
+    company_id: int | None = None,
+) -> tuple[Kind, Event | None]:
+    """The webhook's kind and, for the four ticket kinds, its event; raises only `DecodeError`.
+
+    `tz` is the zone of UseDesk's naive dates; `company_id` is used when the payload has none.
+    """
+    media = _media_type(content_type)
+    if media in FORM_CONTENT_TYPES:
+        kind, envelope = _decode_form(body, content_type)
+    else:
+        _require_json(media)
+        kind, envelope = _decode_json(body)
+    if envelope is None:
+        return kind, None
+    received = received_at if received_at.tzinfo is UTC else _as_utc(received_at)
+    return kind, _BUILDERS[kind](envelope, received, tz, company_id)
+
+
+def _media_type(content_type: str) -> str:
+    if content_type in _JSON_AS_SENT:
+        return JSON_CONTENT_TYPE
+    return content_type.partition(";")[0].strip().lower()
+
+
+def _require_json(media: str) -> None:
+    if media != JSON_CONTENT_TYPE and not media.endswith("+json"):
+        raise DecodeError(
+            "unknown",
+            "",
+            f"unsupported content type {media!r}: expected {JSON_CONTENT_TYPE} or a form",
+        )
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _check_depth(body: bytes) -> None:
+    """Refuse JSON nested deeper than about MAX_JSON_DEPTH, in C-speed passes over the bytes."""
+    brackets = body.translate(None, _NOT_BRACKET)
+    if len(brackets) <= MAX_JSON_DEPTH:
+        return
+    # Brackets inside strings are not structure: drop the strings, then the non-brackets.
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    # Each pass strips every innermost pair, so after N passes only depth > N remains.
+    for _ in range(MAX_JSON_DEPTH):
+        stripped = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if stripped == brackets:
+            break
+        brackets = stripped
+    if brackets:
+        raise DecodeError(
+            "unknown", "", f"JSON is malformed or nests deeper than {MAX_JSON_DEPTH} levels"
+        )
+
+
+def _kind_of(parsed: Envelope | KindKeys) -> Kind:
+    for key, kind in _KIND_KEYS:
+        if getattr(parsed, key) is not msgspec.UNSET:
+            return kind
+    return "unknown"
+
+
+def _decode_json(body: bytes) -> tuple[Kind, Envelope | None]:
+    _check_depth(body)
+    try:
+        envelope = ENVELOPE_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        return _json_failure(body, exc), None
+    except _JSON_ERRORS as exc:
+        raise _invalid_json(exc) from exc
+    kind = _kind_of(envelope)
+    return kind, envelope if kind in TICKET_KINDS else None
+
+
+def _json_failure(body: bytes, error: msgspec.ValidationError) -> Kind:
+    """The kind of a body the envelope refused; raises unless that kind carries no event
+    (a chat payload's `ticket` has its own shape and must not fail as a ticket)."""
+    try:
+        kind = _kind_of(KIND_KEYS_DECODER.decode(body))
+    except msgspec.ValidationError as exc:
+        raise _translate("unknown", str(exc), _generic(body)) from exc
+    except _JSON_ERRORS as exc:
+        raise _invalid_json(exc) from exc
+    if kind not in TICKET_KINDS:
+        return kind
+    raise _translate(kind, str(error), _generic(body)) from error
+
+
+def _invalid_json(error: Exception) -> DecodeError:
+    # A UnicodeDecodeError's own text gives an offset inside one string, which misleads.
+    reason = "not valid UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
+    return DecodeError("unknown", "", f"not valid JSON: {reason}")
+
+
+def _generic(body: bytes) -> Any:
+    try:
+        return ANY_DECODER.decode(body)
+    except _JSON_ERRORS:
+        return _MISSING
+
+
+def _decode_form(body: bytes, content_type: str) -> tuple[Kind, Envelope | None]:
+    payload = parse_form(body, content_type)
+    kind = detect_kind(payload)
+    if kind not in TICKET_KINDS:
+        return kind, None
+    try:
+        return kind, msgspec.convert(payload, Envelope, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _translate(kind, str(exc), payload) from exc
+
+
+def _translate(kind: str, message: str, payload: Any) -> DecodeError:
+    """msgspec's "Expected `int | str | null`, got `str` - at `$.trigger.ticket_id`" in our words:
+    ``ticket_changed: trigger.ticket_id: expected an integer, got "abc"``."""
+    found = _AT.search(message)
+    dotted = found.group(1) if found else ""
+    detail = message[: found.start()] if found else message
+    path = dotted.lstrip(".")
+    reason = _expected(detail, path.rpartition(".")[2])
+    value = _lookup(payload, dotted)
+    if value is not _MISSING:
+        reason = f"{reason}, got {show(value)}"
+    return DecodeError(kind, path, reason)
+
+
+def _expected(detail: str, leaf: str) -> str:
+    if "out of range" in detail:
+        return "number out of range"
+    if detail.startswith("Expected `int` "):
+        return f"expected {_INT_RANGE}"
+    wanted = detail.removeprefix("Expected `").partition("`")[0].partition(" ")[0]
+    if detail.startswith("Invalid enum value") or wanted in ("bool", "int"):
+        return "expected 0 or 1" if leaf in _FLAGS else "expected an integer"
+    names = {"object": "an object", "array": "an array", "str": "a string"}
+    if detail.startswith("Expected `") and wanted in names:
+        return f"expected {names[wanted]}"
+    return detail[:1].lower() + detail[1:]
+
+
+def _lookup(payload: Any, dotted: str) -> Any:
+    node = payload
+    for key, index in _STEP.findall(dotted):
+        if key and isinstance(node, dict) and key in node:
+            node = node[key]
+        elif index and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return _MISSING
+    return node
