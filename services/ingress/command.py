@@ -1,0 +1,121 @@
+"""`deskledger ingress`: the webhook receiver, in one process or several on one port."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from types import FrameType
+from typing import Any
+
+from services.ingress.app import WEBHOOK_PATH, require_secrets
+from services.ingress.server import run_process
+from shared.errors import SettingsError
+from shared.settings import Settings, settings_help
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT)
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "ingress",
+        help="receive UseDesk webhooks over HTTP and store them durably in RabbitMQ",
+        description=(
+            f"Serve POST {WEBHOOK_PATH} on DESKLEDGER_HTTP_HOST:DESKLEDGER_HTTP_PORT. A webhook "
+            "is answered 200 with its delivery id only after RabbitMQ confirmed a persistent "
+            "copy, its `secret` and `custom_blocks[].secret_key` redacted; 401 for a missing or "
+            "wrong secret, 400 for a body that does not parse, 408 for a body slower than "
+            "DESKLEDGER_READ_TIMEOUT, 413 beyond DESKLEDGER_MAX_BODY_BYTES, 415 for other "
+            "content types or a Content-Encoding, 503 with Retry-After when the broker does not "
+            "confirm within DESKLEDGER_PUBLISH_TIMEOUT or DESKLEDGER_MAX_IN_FLIGHT requests are "
+            "already in flight. GET /healthz (alive), /readyz (broker connected, not draining), "
+            "/metrics (Prometheus). On SIGTERM or SIGINT /readyz turns 503, the listener stays "
+            "open for DESKLEDGER_DRAIN_SECONDS, in-flight requests finish, and the process "
+            "exits 0. Refuses to start (exit 2) without DESKLEDGER_SECRETS."
+        ),
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help=(
+            "serve from N processes sharing the port (SO_REUSEPORT), each with its own broker "
+            "connection; the parent forwards SIGTERM/SIGINT and exits when they have (default 1)"
+        ),
+    )
+    parser.set_defaults(run=run)
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
+    return value
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        require_secrets(settings)
+    except SettingsError as exc:
+        print(f"deskledger ingress: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.processes == 1:
+        return run_process(settings)
+    return supervise(args.processes)
+
+
+def supervise(count: int) -> int:
+    """Run `count` single-process ingresses; exit when all have, 1 if any failed.
+
+    A child that exits on its own takes the others down too: a half-size ingress is left to
+    the orchestrator to restart, not hidden.
+    """
+    command = [sys.executable, "-m", "services", "ingress", "--processes", "1"]
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        _signal_all(children, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}
+    try:
+        for _ in range(count):
+            child = subprocess.Popen(command)  # noqa: S603 - our own interpreter and module
+            children[child.pid] = child
+        if stopping:
+            _signal_all(children, signal.SIGTERM)
+        failed = False
+        while children:
+            code = _reap(children)
+            if code != 0 or not stopping:
+                failed = True
+            if not stopping:
+                stopping = True
+                _signal_all(children, signal.SIGTERM)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 1 if failed else 0
+
+
+def _reap(children: dict[int, subprocess.Popen[bytes]]) -> int:
+    """Wait for any child to exit; its exit code (os.wait, so Popen never reaps behind us)."""
+    pid, status = os.wait()
+    child = children.pop(pid)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode
+
+
+def _signal_all(children: dict[int, subprocess.Popen[bytes]], signum: int) -> None:
+    for pid in children:
+        os.kill(pid, signum)

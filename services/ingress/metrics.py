@@ -1,0 +1,48 @@
+"""Prometheus metrics of one ingress process, in a registry of its own (tests run many apps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Confirms take ~1-5 ms on a healthy broker; the top buckets catch the publish deadline.
+PUBLISH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class IngressMetrics:
+    def __init__(self, broker_connected: Callable[[], bool], in_flight: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "deskledger_ingress_requests",
+            "Webhook requests answered, by kind and HTTP status",
+            ("kind", "status"),
+            registry=self.registry,
+        )
+        self.publish_seconds = Histogram(
+            "deskledger_ingress_publish_seconds",
+            "Time from publish to the broker's confirm (or failure)",
+            buckets=PUBLISH_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "deskledger_ingress_in_flight",
+            "Webhook requests being handled now",
+            registry=self.registry,
+        )
+        # Read at scrape time: the handler keeps a plain counter, no lock on the hot path.
+        self.in_flight.set_function(lambda: float(in_flight()))
+        self.broker_connected = Gauge(
+            "deskledger_ingress_broker_connected",
+            "1 while the RabbitMQ connection and channel are open",
+            registry=self.registry,
+        )
+        self.broker_connected.set_function(lambda: float(broker_connected()))
+
+    def count(self, kind: str, status: int) -> None:
+        self.requests.labels(kind, str(status)).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,150 @@
+"""`POST /webhooks/usedesk`: a request becomes a confirmed, redacted message or a refusal.
+
+The order of the steps is the cost order: what the headers can refuse goes first, the body is
+read under a cap and a deadline, parsed once, authenticated, and only then redacted and published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import structlog
+from aiohttp import web
+
+from services.ingress.authentication import SecretCheck
+from services.ingress.body import checked_content_type, read_body
+from services.ingress.metrics import IngressMetrics
+from services.ingress.publisher import Publisher, PublishFailed
+from services.ingress.redaction import redact
+from services.ingress.refusal import Refusal, error_response, unavailable
+from shared.broker import H_BODY_SHA256, H_CONTENT_TYPE, H_KIND, H_RECEIVED_AT
+from shared.errors import DecodeError
+from shared.settings import Settings
+from shared.usedesk import detect_kind, parse_body
+
+log = structlog.get_logger()
+
+JSON = "application/json"
+# A ping without a valid secret is answered like a kept one, but nothing of it exists anywhere.
+_PING_NOT_KEPT = b'{"delivery_id":null}'
+# Label of requests refused before their kind was known.
+NO_KIND = "none"
+
+
+@dataclass
+class IngressState:
+    """What the endpoints of one process share."""
+
+    publisher: Publisher | None = None
+    draining: bool = False
+    in_flight: int = 0
+
+    @property
+    def broker_connected(self) -> bool:
+        return self.publisher is not None and self.publisher.connected
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and self.broker_connected
+
+
+class WebhookEndpoint:
+    def __init__(self, settings: Settings, state: IngressState, metrics: IngressMetrics) -> None:
+        self._state = state
+        self._metrics = metrics
+        self._secrets = SecretCheck(settings.secrets, settings.allow_any_secret)
+        self._max_bytes = settings.max_body_bytes
+        self._read_timeout = settings.read_timeout
+        self._max_in_flight = settings.max_in_flight
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        delivery_id = str(uuid.uuid4())
+        structlog.contextvars.bind_contextvars(delivery_id=delivery_id)
+        kind = NO_KIND
+        if self._state.in_flight >= self._max_in_flight:
+            overloaded = unavailable("overloaded", "too many webhooks in flight; retry later")
+            return self._refused(kind, overloaded, started)
+        self._state.in_flight += 1
+        try:
+            content_type = checked_content_type(request, self._max_bytes)
+            body = await read_body(request, self._max_bytes, self._read_timeout)
+            payload = _parse(body, content_type)
+            kind = detect_kind(payload)
+            response, event = await self._keep(delivery_id, kind, body, content_type, payload)
+        except Refusal as refusal:
+            return self._refused(kind, refusal, started)
+        finally:
+            self._state.in_flight -= 1
+        self._answered(event, kind, response.status, started)
+        return response
+
+    async def _keep(
+        self, delivery_id: str, kind: str, body: bytes, content_type: str, payload: dict[str, Any]
+    ) -> tuple[web.Response, str]:
+        if not self._secrets.accepts(payload):
+            if kind == "ping":
+                return _json_response(_PING_NOT_KEPT), "webhook_ping_ignored"
+            raise Refusal(401, "unauthorized", "the secret field is missing or wrong")
+        await self._publish(_message(delivery_id, kind, body, content_type, payload))
+        return _json_response(b'{"delivery_id":"%s"}' % delivery_id.encode()), "webhook_accepted"
+
+    async def _publish(self, message: aio_pika.Message) -> None:
+        publisher = self._state.publisher
+        if publisher is None:
+            raise unavailable("broker_unavailable", "the broker connection is not open yet")
+        started = time.perf_counter()
+        try:
+            await publisher.publish(message)
+        except PublishFailed as exc:
+            raise unavailable("broker_unavailable", f"not stored: {exc}") from None
+        finally:
+            self._metrics.publish_seconds.observe(time.perf_counter() - started)
+
+    def _refused(self, kind: str, refusal: Refusal, started: float) -> web.Response:
+        self._answered("webhook_refused", kind, refusal.status, started, error=refusal.code)
+        return error_response(refusal)
+
+    def _answered(self, event: str, kind: str, status: int, started: float, **extra: str) -> None:
+        self._metrics.count(kind, status)
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        log.info(event, kind=kind, status=status, duration_ms=duration_ms, **extra)
+
+
+def _parse(body: bytes, content_type: str) -> dict[str, Any]:
+    try:
+        return parse_body(body, content_type)
+    except DecodeError as exc:
+        raise Refusal(400, "bad_body", str(exc)) from None
+
+
+def _message(
+    delivery_id: str, kind: str, body: bytes, content_type: str, payload: dict[str, Any]
+) -> aio_pika.Message:
+    received_at = datetime.now(UTC)
+    redacted = redact(body, content_type, payload)
+    return aio_pika.Message(
+        redacted.body,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=delivery_id,
+        content_type=redacted.content_type,
+        timestamp=received_at,
+        headers={
+            H_KIND: kind,
+            # What the body parses with (the worker reads this); not always what was received.
+            H_CONTENT_TYPE: redacted.content_type,
+            H_RECEIVED_AT: received_at.isoformat(),
+            # Of the body as received, so a delivery can be matched with the sender's copy.
+            H_BODY_SHA256: hashlib.sha256(body).hexdigest(),
+        },
+    )
+
+
+def _json_response(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type=JSON)
