@@ -1,0 +1,67 @@
+"""The broker stopped under a running ingress: 503 within the deadline, then recovery (I1).
+
+Marked slow: it stops the RabbitMQ application every other test run on this machine shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from services.ingress.app import WEBHOOK_PATH
+from shared.settings import Settings
+from tests.conftest import TEST_SECRET
+from tests.helpers.broker import broker_stopped
+from tests.helpers.ingress import published, running_ingress
+
+VALID = json.dumps({"ticket": {"id": 1}, "secret": TEST_SECRET}).encode()
+PUBLISH_TIMEOUT = 2.0
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientResponse:
+    async with http.post(
+        url + WEBHOOK_PATH, data=VALID, headers={"Content-Type": "application/json"}
+    ) as response:
+        await response.read()
+        return response
+
+
+async def readiness_becomes(http: aiohttp.ClientSession, url: str, status: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        async with http.get(url + "/readyz") as response:
+            if response.status == status:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/readyz never answered {status}")
+
+
+@pytest.mark.slow
+async def test_stopped_broker_is_503_and_the_ingress_recovers_by_itself(
+    settings: Settings, http: aiohttp.ClientSession
+) -> None:
+    async with running_ingress(settings.replace(publish_timeout=PUBLISH_TIMEOUT)) as url:
+        assert (await post(http, url)).status == 200
+        async with broker_stopped():
+            for _ in range(3):
+                started = time.monotonic()
+                response = await post(http, url)
+                assert response.status == 503
+                assert int(response.headers["Retry-After"]) > 0
+                assert time.monotonic() - started < PUBLISH_TIMEOUT + 5
+            await readiness_becomes(http, url, 503)
+        await readiness_becomes(http, url, 200)
+        response = await post(http, url)
+        assert response.status == 200
+    assert len(await published(settings, 2)) == 2
