@@ -1,0 +1,145 @@
+"""Redaction without a broker: secrets never survive, whatever the body does to hide them (I7)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.ingress.redaction import REDACTED, redact, redacted_payload
+from shared.usedesk import parse_body
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+SECRET = "s3cr3t-value-0123"
+KEY = "block-key-9876"
+
+
+def redacted(body: bytes, content_type: str = JSON) -> tuple[bytes, str]:
+    result = redact(body, content_type, parse_body(body, content_type))
+    return result.body, result.content_type
+
+
+def test_payload_copy_replaces_every_secret_and_leaves_the_original() -> None:
+    payload: dict[str, Any] = {
+        "secret": SECRET,
+        "ticket": {"id": 1, "custom_blocks": [{"secret_key": KEY}, {"name": "x"}]},
+        "custom_blocks": {"3": {"secret_key": KEY, "url": "u"}},
+        "trigger": {"custom_blocks": [{"secret_key": KEY}]},
+    }
+    before = json.dumps(payload)
+    out, count = redacted_payload(payload)
+    assert count == 3
+    assert json.dumps(payload) == before
+    assert out == {
+        "secret": REDACTED,
+        "ticket": {"id": 1, "custom_blocks": [{"secret_key": REDACTED}, {"name": "x"}]},
+        "custom_blocks": {"3": {"secret_key": REDACTED, "url": "u"}},
+        "trigger": {"custom_blocks": [{"secret_key": REDACTED}]},
+    }
+
+
+def test_plain_json_keeps_every_other_byte() -> None:
+    body = b'{"secret": "%s",\n "ticket": {"custom_blocks": [{"secret_key" : "%s"}]}}' % (
+        SECRET.encode(),
+        KEY.encode(),
+    )
+    assert redacted(body) == (
+        b'{"secret": "[redacted]",\n "ticket": {"custom_blocks": [{"secret_key" : "[redacted]"}]}}',
+        JSON,
+    )
+
+
+def test_escaped_secret_values_are_overwritten_in_place() -> None:
+    body = b'{"secret":"a\\"b\\\\c\\u00e9\\ud83d\\ude00","x":"\\u0436"}'
+    assert redacted(body) == (b'{"secret":"[redacted]","x":"\\u0436"}', JSON)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A duplicate key: the parsed payload sees only the last one.
+        b'{"secret":"first-hidden","secret":"%s"}' % SECRET.encode(),
+        b'{"secret":{"v":"hidden"},"secret":"%s"}' % SECRET.encode(),
+        b'{"secret":"%s","custom_blocks":[{"secret_key":["hidden"],"secret_key":"%s"}]}'
+        % (SECRET.encode(), KEY.encode()),
+        b'{"custom_blocks":[{"secret_key":"hidden"}],"custom_blocks":[],"secret":"%s"}'
+        % SECRET.encode(),
+        b'{"ticket":{"custom_blocks":[{"secret_key":"hidden","secret_key":"%s"}]},"secret":"%s"}'
+        % (KEY.encode(), SECRET.encode()),
+        # A key spelled with escapes.
+        b'{"secr\\u0065t":"hidden","secret":"%s"}' % SECRET.encode(),
+        b'{"custom_blocks":[{"secret_k\\u0065y":"hidden"}],"secret":"%s"}' % SECRET.encode(),
+        # The secret's value also appears elsewhere, as a value or as a key.
+        b'{"secret":"%s","note":"%s","%s":1}' % ((SECRET.encode(),) * 3),
+        b'{"secret":"%s","note":"\\"%s"}' % ((SECRET.encode(),) * 2),
+        # A secret_key that is not a string.
+        b'{"secret":"%s","custom_blocks":[{"secret_key":{"v":"hidden"}}]}' % SECRET.encode(),
+    ],
+)
+def test_bodies_that_defeat_in_place_redaction_are_reencoded(body: bytes) -> None:
+    out, content_type = redacted(body)
+    assert content_type == JSON
+    assert b"hidden" not in out
+    expected, _ = redacted_payload(parse_body(body, JSON))
+    assert msgspec.json.decode(out) == expected
+
+
+def test_urlencoded_pairs_are_overwritten_in_place_including_duplicates_and_deeper_names() -> None:
+    body = (
+        b"secret%5Bx%5D=hidden-1&secret=hidden-2&a=1&secret=" + SECRET.encode() + b"&"
+        b"ticket%5Bcustom_blocks%5D%5B%5D%5Bsecret_key%5D=hidden-3&"
+        b"custom_blocks[0][secret_key][deeper]=hidden-4&custom_blocks[0][secret_key]="
+        + KEY.encode()
+    )
+    out, content_type = redacted(body, FORM)
+    assert content_type == FORM
+    assert b"hidden" not in out
+    assert KEY.encode() not in out
+    assert SECRET.encode() not in out
+    assert out.startswith(b"secret%5Bx%5D=%5Bredacted%5D&secret=%5Bredacted%5D&a=1&")
+
+
+def test_multipart_is_reencoded_as_json() -> None:
+    content_type = "multipart/form-data; boundary=XyZ"
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="secret"\r\n\r\n'
+        + SECRET.encode()
+        + b'\r\n--XyZ\r\nContent-Disposition: form-data; name="ping"\r\n\r\n1\r\n--XyZ--\r\n'
+    )
+    result = redact(body, content_type, parse_body(body, content_type))
+    assert (result.body, result.content_type) == (b'{"secret":"[redacted]","ping":"1"}', JSON)
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    extra=st.dictionaries(_text, _values, max_size=4),
+    secret=_text,
+    key=_text,
+    ensure_ascii=st.booleans(),
+)
+def test_no_secret_survives_any_json_body(
+    extra: dict[str, Any], secret: str, key: str, ensure_ascii: bool
+) -> None:
+    payload = {
+        **extra,
+        "secret": "S<" + secret,
+        "ticket": {"custom_blocks": [{"secret_key": "K<" + key}]},
+    }
+    body = json.dumps(payload, ensure_ascii=ensure_ascii).encode()
+    out, content_type = redacted(body)
+    result = parse_body(out, content_type)
+    assert result["secret"] == REDACTED
+    assert result["ticket"]["custom_blocks"][0]["secret_key"] == REDACTED
+    assert result == redacted_payload(parse_body(body, JSON))[0]
