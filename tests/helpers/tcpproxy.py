@@ -14,6 +14,7 @@ class TCPProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._open = True
+        self._drop_replies = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -32,8 +33,17 @@ class TCPProxy:
             writer.transport.abort()
         self._writers.clear()
 
+    def drop_replies(self) -> None:
+        """Keep forwarding client->server bytes but discard every server->client byte.
+
+        The server still receives and acts on what the client sends; its answers (a broker's
+        publisher confirms, say) are lost on the way back, as on a link that failed one way.
+        """
+        self._drop_replies = True
+
     def restore(self) -> None:
         self._open = True
+        self._drop_replies = False
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self._open:
@@ -45,11 +55,17 @@ class TCPProxy:
             writer.transport.abort()
             return
         self._writers.update({writer, up_writer})
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer, replies=True)
+        )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replies: bool = False
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if replies and self._drop_replies:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
