@@ -26,6 +26,7 @@ from shared.usedesk_mapping import (
 )
 from shared.usedesk_wire import (
     ANY_DECODER,
+    CLOSED_DECODER,
     ENVELOPE_DECODER,
     KIND_KEYS_DECODER,
     Envelope,
@@ -92,7 +93,7 @@ def detect_kind(payload: Mapping[str, object]) -> Kind:
 
 def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     """A JSON object or form body as a nested dict; `DecodeError` for anything else."""
-    media = _media_type(content_type)
+    media = JSON_CONTENT_TYPE if content_type in _JSON_AS_SENT else _media_type(content_type)
     if media in FORM_CONTENT_TYPES:
         return parse_form(body, content_type)
     _require_json(media)
@@ -118,21 +119,21 @@ def decode_webhook(
 
     `tz` is the zone of UseDesk's naive dates; `company_id` is used when the payload has none.
     """
-    media = _media_type(content_type)
-    if media in FORM_CONTENT_TYPES:
+    if content_type in _JSON_AS_SENT:
+        kind, envelope = _decode_json(body)
+    elif _media_type(content_type) in FORM_CONTENT_TYPES:
         kind, envelope = _decode_form(body, content_type)
     else:
-        _require_json(media)
+        _require_json(_media_type(content_type))
         kind, envelope = _decode_json(body)
     if envelope is None:
         return kind, None
-    received = received_at if received_at.tzinfo is UTC else _as_utc(received_at)
-    return kind, _BUILDERS[kind](envelope, received, tz, company_id)
+    if received_at.tzinfo is not UTC:
+        received_at = _as_utc(received_at)
+    return kind, _BUILDERS[kind](envelope, received_at, tz, company_id)
 
 
 def _media_type(content_type: str) -> str:
-    if content_type in _JSON_AS_SENT:
-        return JSON_CONTENT_TYPE
     return content_type.partition(";")[0].strip().lower()
 
 
@@ -169,13 +170,34 @@ def _check_depth(body: bytes) -> None:
 
 
 def _kind_of(parsed: Envelope | KindKeys) -> Kind:
-    for key, kind in _KIND_KEYS:
-        if getattr(parsed, key) is not msgspec.UNSET:
-            return kind
-    return "unknown"
+    """`detect_kind` for a decoded body, same precedence as `_KIND_KEYS`; spelled out because
+    a `getattr` loop over those keys took a third of a small webhook's decode time."""
+    unset = msgspec.UNSET
+    if parsed.chat_id is not unset:
+        return "chat"
+    if parsed.ping is not unset:
+        return "ping"
+    if parsed.ticket is not unset:
+        return "ticket_created"
+    if parsed.trigger is not unset:
+        return "ticket_changed"
+    if parsed.comment is not unset:
+        return "comment_created"
+    return "unknown" if parsed.csi is unset else "rating"
 
 
 def _decode_json(body: bytes) -> tuple[Kind, Envelope | None]:
+    try:
+        # The closed schema cannot make msgspec recurse past its own depth, so the common case
+        # skips the depth scan (a quarter of the decode time of a 2 KB body).
+        envelope: Envelope = CLOSED_DECODER.decode(body)
+    except _JSON_ERRORS:
+        return _decode_tolerantly(body)
+    kind = _kind_of(envelope)
+    return kind, envelope if kind in TICKET_KINDS else None
+
+
+def _decode_tolerantly(body: bytes) -> tuple[Kind, Envelope | None]:
     _check_depth(body)
     try:
         envelope = ENVELOPE_DECODER.decode(body)

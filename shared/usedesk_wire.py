@@ -1,18 +1,21 @@
-"""UseDesk webhook payloads as sent: tolerant msgspec structs, decoded in one pass.
+"""UseDesk webhook payloads as sent: msgspec structs, decoded in one pass.
 
 Tolerant means: unknown fields are ignored; every field but a kind's natural id may be missing
 or null (checked when the event is built, not here); ids, statuses and flags come as ints or
 numeric strings (decoded with `strict=False`); arrays may come as objects, because PHP's
 `json_encode` turns a sparse array into `{"1": …, "3": …}`. See `docs/usedesk-webhooks.md` §3.
 
-`secret` and `custom_blocks` (with its `secret_key`) are deliberately not fields: no event
-carries them, skipping them is cheaper than decoding them, and what is never materialised
-cannot leak into an event or a log (reliability I7).
+Each struct comes twice. The closed variants (`Closed*`) declare every documented field,
+forbid the rest and type every value with a bounded depth, so msgspec cannot recurse deeper
+than the schema whatever the bytes: the hot path needs no depth scan of the body (I8). A
+payload they refuse (an undocumented field, an odd value) takes the tolerant structs after a
+depth check. No event carries `secret` or `custom_blocks` (reliability I7).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeAlias, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
 
 import msgspec
 
@@ -27,7 +30,11 @@ Text: TypeAlias = Any
 # Dates stay text here: the zone is applied when the event is built, and PHP's "no date"
 # (`""`, `0000-00-00 00:00:00`) must not fail the whole payload.
 Date: TypeAlias = str | None
-Many: TypeAlias = list[T] | dict[str, T] | None
+# Covariant, so that a closed struct may narrow an element type; msgspec decodes lists/dicts.
+Many: TypeAlias = Sequence[T] | Mapping[str, T] | None
+# Bounded stand-ins for `Any` in the closed structs.
+Scalar: TypeAlias = str | int | float | bool | None
+Value: TypeAlias = Scalar | list[Scalar] | dict[str, Scalar]
 
 
 class _Wire(msgspec.Struct, kw_only=True, gc=False):
@@ -138,6 +145,82 @@ class Envelope(_Wire):
     custom_fields: Many[CustomFieldWire] = None
 
 
+class ClosedCustomField(CustomFieldWire, forbid_unknown_fields=True):
+    name: Scalar = None
+    value: Value = None
+
+
+class ClosedCustomBlock(_Wire, forbid_unknown_fields=True):
+    name: str | None = None
+    url: str | None = None
+    secret_key: str | None = None
+
+
+class ClosedEmail(EmailWire, forbid_unknown_fields=True):
+    email: Scalar = None
+    client_id: Int = None
+
+
+class ClosedPhone(PhoneWire, forbid_unknown_fields=True):
+    phone: Scalar = None
+    client_id: Int = None
+
+
+class ClosedAdditionalId(_Wire, forbid_unknown_fields=True):
+    value: Scalar = None
+    client_id: Int = None
+
+
+class ClosedClient(ClientWire, forbid_unknown_fields=True):
+    avatar: str | None = None
+    note: str | None = None
+    emails: Many[ClosedEmail | str] = None
+    phones: Many[ClosedPhone | str] = None
+    additional_ids: Many[ClosedAdditionalId] = None
+
+
+class ClosedTicket(TicketWire, forbid_unknown_fields=True):
+    additional_id: Scalar = None
+    custom_fields: Many[ClosedCustomField] = None
+    custom_blocks: Many[ClosedCustomBlock] = None
+    client: ClosedClient | None = None
+
+
+class ClosedChange(ChangeWire, forbid_unknown_fields=True):
+    target: Scalar = None
+    value: Value = None
+    old_value: Value = None
+    sla_id: Int = None
+
+
+class ClosedTrigger(TriggerWire, forbid_unknown_fields=True):
+    data: Many[ClosedChange] = None
+
+
+class ClosedComment(CommentWire, forbid_unknown_fields=True):
+    delivered: Flag = None
+    readed: Flag = None
+
+
+class ClosedCsi(CsiWire, forbid_unknown_fields=True):
+    comment: Scalar = None
+
+
+class ClosedEnvelope(Envelope, forbid_unknown_fields=True):
+    secret: str | None = None
+    chat_id: Scalar | _Unset = msgspec.UNSET
+    ping: Scalar | _Unset = msgspec.UNSET
+    ticket: ClosedTicket | _Unset | None = msgspec.UNSET
+    trigger: ClosedTrigger | _Unset | None = msgspec.UNSET
+    comment: ClosedComment | _Unset | None = msgspec.UNSET
+    csi: ClosedCsi | _Unset | None = msgspec.UNSET
+    client: ClosedClient | None = None
+    custom_fields: Many[ClosedCustomField] = None
+    custom_blocks: Many[ClosedCustomBlock] = None
+    # Typed at the top level by a receiver in the wild (§4.2, C1); no event needs it.
+    assignee_id: Int = None
+
+
 class KindKeys(_Wire):
     """Only which kind keys are present; used to name the kind when `Envelope` fails."""
 
@@ -149,15 +232,14 @@ class KindKeys(_Wire):
     csi: msgspec.Raw | _Unset = msgspec.UNSET
 
 
+CLOSED_DECODER = msgspec.json.Decoder(ClosedEnvelope, strict=False)
 ENVELOPE_DECODER = msgspec.json.Decoder(Envelope, strict=False)
 KIND_KEYS_DECODER = msgspec.json.Decoder(KindKeys)
 ANY_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
-def items(many: list[T] | dict[str, T] | None) -> list[T]:
+def items(many: Many[T]) -> Sequence[T]:
     """The elements of an array that may have arrived as a PHP sparse-array object."""
-    if many is None:
-        return []
-    if isinstance(many, dict):
-        return list(many.values())
-    return many
+    if isinstance(many, list) or many is None:
+        return many or ()
+    return list(cast("Mapping[str, T]", many).values())
