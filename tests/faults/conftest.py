@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import pytest
 
 from shared.settings import Settings
 from tests.faults.checker import Summary, check, record
-from tests.faults.driver import Driver
+from tests.faults.driver import Driver, Sent
 from tests.helpers.worker import drain, queue_depths
 
 Verify = Callable[..., Awaitable[Summary]]
@@ -29,12 +29,13 @@ def verify(request: pytest.FixtureRequest, settings: Settings) -> Verify:
         faults: int = 1,
         load: asyncio.Task[None] | None = None,
         settings_: Settings | None = None,
+        extra: Iterable[Sent] = (),
     ) -> Summary:
         if load is not None:
             await load
         used = settings_ or settings
         await drain(used)
-        summary = await check(used.database_url, driver)
+        summary = await check(used.database_url, [*driver.sent, *extra])
         record(request.node.name, summary, faults=faults)
         summary.assert_ok()
         assert await queue_depths(used) == (0, 0), "left in the queue or dead-lettered"
