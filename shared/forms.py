@@ -98,18 +98,20 @@ def _multipart_part(chunk: bytes) -> tuple[str, str] | None:
     head, blank, content = part.partition(b"\r\n\r\n")
     if not newline or not blank:
         raise DecodeError(_KIND, "", "multipart part without headers")
-    try:
-        headers = head.decode("utf-8")
-        value = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError(_KIND, "", "multipart part is not valid UTF-8") from exc
-    disposition = _disposition(headers)
+    disposition = _disposition(_utf8(head))
     if disposition.get_param("filename", header="content-disposition") is not None:
         return None
     name = disposition.get_param("name", header="content-disposition")
     if name is None or disposition.get_content_disposition() != "form-data":
         raise DecodeError(_KIND, "", "multipart part without a form-data name")
-    return collapse_rfc2231_value(name), value
+    return collapse_rfc2231_value(name), _utf8(content)
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(_KIND, "", "multipart part is not valid UTF-8") from exc
 
 
 def _disposition(headers: str) -> Message:
