@@ -4,16 +4,28 @@
 queue (I1). aio-pika's defaults are unsafe for that: an unroutable publish "succeeds" unless the
 channel raises on returns, and a publish on a robust connection waits for the reconnect with no
 deadline. Every failure becomes `PublishFailed`, which the handler answers with 503.
+
+aio-pika manages the connection, the channel and the topology; the publish itself goes to the
+channel's aiormq layer with `wait=False`. `Exchange.publish` holds the channel's lock until the
+event loop has written the frame, which serialises publishes at two loop iterations each: cheap in
+a bare publish loop, but an HTTP server's iterations are long, and throughput fell as concurrency
+rose. Confirms are still awaited one by one, so publishes stay pipelined and none is promised early.
+
+A publish that timed out stays queued for the socket and unconfirmed; while the broker blocks
+publishers (a memory or disk alarm) such leftovers would pile up without end. At most
+`max_in_flight` publishes may wait for a confirm at once; beyond that the answer is 503 at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import cast
 
 import aio_pika
+import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from shared.broker import ROUTING_KEY, declare_topology
@@ -39,10 +51,11 @@ class Publisher:
         settings: Settings,
         connection: AbstractRobustConnection,
         channel: AbstractChannel,
-        exchange: AbstractExchange,
+        exchange: str,
     ) -> None:
         self._settings = settings
         self._timeout = settings.publish_timeout
+        self._max_unconfirmed = settings.max_in_flight
         self._connection = connection
         self._channel = channel
         self._exchange = exchange
@@ -68,17 +81,19 @@ class Publisher:
     def connected(self) -> bool:
         return self._connection.connected.is_set() and not self._channel.is_closed
 
-    async def publish(self, message: aio_pika.Message) -> None:
-        """Return once the broker confirmed `message`; `PublishFailed` otherwise."""
+    async def publish(self, body: bytes, properties: aiormq.spec.Basic.Properties) -> None:
+        """Return once the broker confirmed the message; `PublishFailed` otherwise.
+
+        `properties.message_id` must be unique: aiormq matches a returned message by it.
+        """
         if self._channel.is_closed:
             self._reopen_soon()
             raise PublishFailed("the broker channel is closed")
         try:
-            # The outer deadline also covers the robust exchange's wait for a reconnect.
+            # One deadline for everything: the robust channel's wait for a reconnect, the socket
+            # and the confirm.
             async with asyncio.timeout(self._timeout):
-                await self._exchange.publish(
-                    message, ROUTING_KEY, mandatory=True, timeout=self._timeout
-                )
+                await self._send(body, properties)
         except TimeoutError as exc:
             raise PublishFailed(f"no confirm within {self._timeout:g} s") from exc
         except asyncio.CancelledError as exc:
@@ -90,6 +105,20 @@ class Publisher:
             raise PublishFailed("the broker channel closed before the confirm") from exc
         except CONNECTION_EXCEPTIONS as exc:
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _send(self, body: bytes, properties: aiormq.spec.Basic.Properties) -> None:
+        # The concrete channel: `wait` is not part of aiormq's abstract interface.
+        channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+        if len(channel.confirmations) >= self._max_unconfirmed:
+            raise PublishFailed("too many publishes wait for the broker's confirm")
+        await channel.basic_publish(
+            body,
+            exchange=self._exchange,
+            routing_key=ROUTING_KEY,
+            properties=properties,
+            mandatory=True,
+            wait=False,
+        )
 
     def _reopen_soon(self) -> None:
         """Open a fresh channel in the background while the connection is up.
@@ -126,7 +155,7 @@ class Publisher:
 
 async def _confirming_channel(
     connection: AbstractRobustConnection, settings: Settings
-) -> tuple[AbstractChannel, AbstractExchange]:
+) -> tuple[AbstractChannel, str]:
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     topology = await declare_topology(channel, settings.amqp_prefix, settings.delivery_limit)
-    return channel, topology.exchange
+    return channel, topology.names.exchange

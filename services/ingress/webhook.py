@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
+import aiormq
 import structlog
+from aio_pika import DeliveryMode
 from aiohttp import web
 
 from services.ingress.authentication import SecretCheck
@@ -33,6 +34,7 @@ log = structlog.get_logger()
 JSON = "application/json"
 # A ping without a valid secret is answered like a kept one, but nothing of it exists anywhere.
 _PING_NOT_KEPT = b'{"delivery_id":null}'
+PERSISTENT = int(DeliveryMode.PERSISTENT)
 # Label of requests refused before their kind was known.
 NO_KIND = "none"
 
@@ -92,16 +94,16 @@ class WebhookEndpoint:
             if kind == "ping":
                 return _json_response(_PING_NOT_KEPT), "webhook_ping_ignored"
             raise Refusal(401, "unauthorized", "the secret field is missing or wrong")
-        await self._publish(_message(delivery_id, kind, body, content_type, payload))
+        await self._publish(*_message(delivery_id, kind, body, content_type, payload))
         return _json_response(b'{"delivery_id":"%s"}' % delivery_id.encode()), "webhook_accepted"
 
-    async def _publish(self, message: aio_pika.Message) -> None:
+    async def _publish(self, body: bytes, properties: aiormq.spec.Basic.Properties) -> None:
         publisher = self._state.publisher
         if publisher is None:
             raise unavailable("broker_unavailable", "the broker connection is not open yet")
         started = time.perf_counter()
         try:
-            await publisher.publish(message)
+            await publisher.publish(body, properties)
         except PublishFailed as exc:
             raise unavailable("broker_unavailable", f"not stored: {exc}") from None
         finally:
@@ -126,12 +128,12 @@ def _parse(body: bytes, content_type: str) -> dict[str, Any]:
 
 def _message(
     delivery_id: str, kind: str, body: bytes, content_type: str, payload: dict[str, Any]
-) -> aio_pika.Message:
+) -> tuple[bytes, aiormq.spec.Basic.Properties]:
+    """The published body and its AMQP properties (what `aio_pika.Message` would build)."""
     received_at = datetime.now(UTC)
     redacted = redact(body, content_type, payload)
-    return aio_pika.Message(
-        redacted.body,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    return redacted.body, aiormq.spec.Basic.Properties(
+        delivery_mode=PERSISTENT,
         message_id=delivery_id,
         content_type=redacted.content_type,
         timestamp=received_at,
