@@ -1,8 +1,9 @@
-"""Broker faults for tests: the RabbitMQ application stopped, and always started again.
+"""Broker faults for tests, always undone: the application stopped, a memory alarm.
 
-Other test runs share the broker; `broker_stopped` holds an exclusive lock on
-`/tmp/deskledger-broker-fault.lock` so that two fault tests never overlap, and starts the
-application again whatever happens in between (the CI script also restarts a stopped app).
+Other test runs share the broker; each fault holds exclusive locks on both lock files in use
+(`/tmp/deskledger-broker-fault.lock`, and `/tmp/deskledger-service-fault.lock` of the fault
+tests), always in that order, so that no two fault tests overlap; and it undoes itself whatever
+happens in between (the CI script also restarts a stopped app and resets the alarm).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import fcntl
 import subprocess
 from collections.abc import AsyncIterator
 
-LOCK_PATH = "/tmp/deskledger-broker-fault.lock"
+LOCK_PATHS = ("/tmp/deskledger-broker-fault.lock", "/tmp/deskledger-service-fault.lock")
 RABBITMQCTL_TIMEOUT = 120
+DEFAULT_WATERMARK = "0.4"  # what .ci/services restores
 
 
 async def rabbitmqctl(*args: str) -> None:
@@ -27,21 +29,41 @@ async def rabbitmqctl(*args: str) -> None:
 
 
 @contextlib.asynccontextmanager
+async def _fault_lock() -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        for path in LOCK_PATHS:
+            lock = stack.enter_context(await asyncio.to_thread(open, path, "a"))
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _undone_by(*undo: str) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        try:
+            await rabbitmqctl(*undo)
+            await rabbitmqctl("await_startup")
+        except BaseException:
+            # Cancelled or timed out: the broker must be restored even so.
+            subprocess.run(  # noqa: ASYNC221 - last resort, the loop may be gone
+                ["rabbitmqctl", *undo], check=False, timeout=RABBITMQCTL_TIMEOUT
+            )
+            raise
+
+
+@contextlib.asynccontextmanager
 async def broker_stopped() -> AsyncIterator[None]:
     """`rabbitmqctl stop_app` for the duration of the block; `start_app` afterwards."""
-    lock = await asyncio.to_thread(open, LOCK_PATH, "a")
-    with lock:
-        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
-        try:
-            await rabbitmqctl("stop_app")
-            yield
-        finally:
-            try:
-                await rabbitmqctl("start_app")
-                await rabbitmqctl("await_startup")
-            except BaseException:
-                # Cancelled or timed out: the broker must come back even so.
-                subprocess.run(  # noqa: ASYNC221 - last resort, the loop may be gone
-                    ["rabbitmqctl", "start_app"], check=False, timeout=RABBITMQCTL_TIMEOUT
-                )
-                raise
+    async with _fault_lock(), _undone_by("start_app"):
+        await rabbitmqctl("stop_app")
+        yield
+
+
+@contextlib.asynccontextmanager
+async def broker_memory_alarm() -> AsyncIterator[None]:
+    """A memory alarm (watermark 0: publishers are blocked) for the duration of the block."""
+    async with _fault_lock(), _undone_by("set_vm_memory_high_watermark", DEFAULT_WATERMARK):
+        await rabbitmqctl("set_vm_memory_high_watermark", "0")
+        yield

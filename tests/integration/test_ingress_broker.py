@@ -1,6 +1,6 @@
-"""The broker stopped under a running ingress: 503 within the deadline, then recovery (I1).
+"""Broker faults under a running ingress: 503 within the deadline, then recovery (I1, I8).
 
-Marked slow: it stops the RabbitMQ application every other test run on this machine shares.
+Marked slow: they stop or block the RabbitMQ every other test run on this machine shares.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from services.ingress.app import WEBHOOK_PATH
 from shared.settings import Settings
 from tests.conftest import TEST_SECRET
-from tests.helpers.broker import broker_stopped
+from tests.helpers.broker import broker_memory_alarm, broker_stopped
 from tests.helpers.ingress import published, running_ingress
 
 VALID = json.dumps({"ticket": {"id": 1}, "secret": TEST_SECRET}).encode()
@@ -64,4 +64,32 @@ async def test_stopped_broker_is_503_and_the_ingress_recovers_by_itself(
         await readiness_becomes(http, url, 200)
         response = await post(http, url)
         assert response.status == 200
+    assert len(await published(settings, 2)) == 2
+
+
+@pytest.mark.slow
+async def test_memory_alarm_is_503_at_the_deadline_and_unconfirmed_publishes_are_capped(
+    settings: Settings, http: aiohttp.ClientSession
+) -> None:
+    capped = settings.replace(publish_timeout=1.0, max_in_flight=4)
+    async with running_ingress(capped) as url:
+        assert (await post(http, url)).status == 200
+        async with broker_memory_alarm():
+            started = time.monotonic()
+            waited = await asyncio.gather(*(post(http, url) for _ in range(4)))
+            assert [r.status for r in waited] == [503] * 4
+            assert time.monotonic() - started < capped.publish_timeout + 5
+            # Their frames still wait for the blocked broker: new publishes are refused at once
+            # instead of piling up behind them.
+            for _ in range(20):
+                async with http.post(
+                    url + WEBHOOK_PATH, data=VALID, headers={"Content-Type": "application/json"}
+                ) as response:
+                    assert response.status == 503
+                    assert "too many publishes" in (await response.json())["detail"]
+        deadline = time.monotonic() + 60
+        while (response := await post(http, url)).status != 200:
+            assert time.monotonic() < deadline, "no 200 after the alarm cleared"
+            await asyncio.sleep(0.2)
+    # The four refused ones may still be stored once the alarm clears (a retry is deduplicated).
     assert len(await published(settings, 2)) == 2
