@@ -73,11 +73,15 @@ _JSON_AS_SENT = frozenset(
 # Far above a real webhook (5 levels) and far below msgspec's recursion guard; checked before
 # decoding because raising the recursion limit instead can crash msgspec (reliability I8).
 MAX_JSON_DEPTH = 64
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# Escapes go first, so that strings are then plain `"…"`: one pattern that handles escapes
+# inside strings backtracks quadratically on an unterminated `"\"\"\"…`.
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _AT = re.compile(r" - at `\$([^`]*)`$")
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _FLAGS = frozenset({"is_first", "delivered", "readed"})
+_TYPE_NAMES = {"object": "an object", "array": "an array", "str": "a string"}
 _INT_RANGE = f"an integer from 0 to {2**63 - 1}"
 _MISSING = object()
 _JSON_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
@@ -156,7 +160,7 @@ def _check_depth(body: bytes) -> None:
     if len(brackets) <= MAX_JSON_DEPTH:
         return
     # Brackets inside strings are not structure: drop the strings, then the non-brackets.
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", body)).translate(None, _NOT_BRACKET)
     # Each pass strips every innermost pair, so after N passes only depth > N remains.
     for _ in range(MAX_JSON_DEPTH):
         stripped = brackets.replace(b"[]", b"").replace(b"{}", b"")
@@ -225,8 +229,9 @@ def _json_failure(body: bytes, error: msgspec.ValidationError) -> Kind:
 
 def _invalid_json(error: Exception) -> DecodeError:
     # A UnicodeDecodeError's own text gives an offset inside one string, which misleads.
+    # msgspec's " - at `$[...]`" suffix names no usable path in a body that is not an object.
     reason = "not valid UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
-    return DecodeError("unknown", "", f"not valid JSON: {reason}")
+    return DecodeError("unknown", "", f"not valid JSON: {reason.partition(' - at `')[0]}")
 
 
 def _generic(body: bytes) -> Any:
@@ -266,12 +271,13 @@ def _expected(detail: str, leaf: str) -> str:
         return "number out of range"
     if detail.startswith("Expected `int` "):
         return f"expected {_INT_RANGE}"
-    wanted = detail.removeprefix("Expected `").partition("`")[0].partition(" ")[0]
-    if detail.startswith("Invalid enum value") or wanted in ("bool", "int"):
+    wanted = detail.removeprefix("Expected `").partition("`")[0].split(" | ")
+    # Our only text alternative to an int or a flag is `""`, so those read as one type.
+    if detail.startswith("Invalid enum value") or "int" in wanted:
         return "expected 0 or 1" if leaf in _FLAGS else "expected an integer"
-    names = {"object": "an object", "array": "an array", "str": "a string"}
-    if detail.startswith("Expected `") and wanted in names:
-        return f"expected {names[wanted]}"
+    names = [_TYPE_NAMES[name] for name in wanted if name in _TYPE_NAMES]
+    if detail.startswith("Expected `") and names:
+        return "expected " + " or ".join(names)
     return detail[:1].lower() + detail[1:]
 
 

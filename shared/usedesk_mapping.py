@@ -117,11 +117,12 @@ def ticket_created(
     )
     # Set apart because CPython compiles a call with more than 15 keyword arguments into one
     # that builds a dict first, which makes the constructor above 4x slower.
-    custom_fields = _custom_fields(ticket.custom_fields or envelope.custom_fields)
-    client = ticket.client or envelope.client
-    if custom_fields or client is not None:
-        client_ref = None if client is None else _client(client)
-        event = msgspec.structs.replace(event, custom_fields=custom_fields, client=client_ref)
+    # Inside `ticket` or at the top level (§4.1): the first that says something, since a form
+    # drops an empty part and the other one would then show through.
+    custom_fields = _custom_fields(ticket.custom_fields) or _custom_fields(envelope.custom_fields)
+    client = _client(ticket.client) or _client(envelope.client)
+    if custom_fields or client:
+        event = msgspec.structs.replace(event, custom_fields=custom_fields, client=client)
     return event
 
 
@@ -292,7 +293,9 @@ def _custom_fields(fields: Many[CustomFieldWire]) -> tuple[CustomField, ...]:
     return tuple(out)
 
 
-def _client(wire: ClientWire) -> ClientRef | None:
+def _client(wire: ClientWire | None) -> ClientRef | None:
+    if wire is None:
+        return None
     client_id, name = wire.id or None, wire.name
     emails = _contacts(items(wire.emails), "email")
     phones = _contacts(items(wire.phones), "phone")
