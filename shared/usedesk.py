@@ -17,13 +17,8 @@ import msgspec
 from shared.errors import DecodeError
 from shared.events import Event
 from shared.forms import FORM_CONTENT_TYPES, parse_form
-from shared.usedesk_mapping import (
-    comment_created,
-    rating_given,
-    show,
-    ticket_changed,
-    ticket_created,
-)
+from shared.usedesk_errors import MISSING, show, translate
+from shared.usedesk_mapping import comment_created, rating_given, ticket_changed, ticket_created
 from shared.usedesk_wire import (
     ANY_DECODER,
     CLOSED_DECODER,
@@ -78,12 +73,6 @@ MAX_JSON_DEPTH = 64
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_AT = re.compile(r" - at `\$([^`]*)`$")
-_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_FLAGS = frozenset({"is_first", "delivered", "readed"})
-_TYPE_NAMES = {"object": "an object", "array": "an array", "str": "a string"}
-_INT_RANGE = f"an integer from 0 to {2**63 - 1}"
-_MISSING = object()
 _JSON_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
 
@@ -219,12 +208,12 @@ def _json_failure(body: bytes, error: msgspec.ValidationError) -> Kind:
     try:
         kind = _kind_of(KIND_KEYS_DECODER.decode(body))
     except msgspec.ValidationError as exc:
-        raise _translate("unknown", str(exc), _generic(body)) from exc
+        raise translate("unknown", str(exc), _generic(body)) from exc
     except _JSON_ERRORS as exc:
         raise _invalid_json(exc) from exc
     if kind not in TICKET_KINDS:
         return kind
-    raise _translate(kind, str(error), _generic(body)) from error
+    raise translate(kind, str(error), _generic(body)) from error
 
 
 def _invalid_json(error: Exception) -> DecodeError:
@@ -238,7 +227,7 @@ def _generic(body: bytes) -> Any:
     try:
         return ANY_DECODER.decode(body)
     except _JSON_ERRORS:
-        return _MISSING
+        return MISSING
 
 
 def _decode_form(body: bytes, content_type: str) -> tuple[Kind, Envelope | None]:
@@ -249,45 +238,4 @@ def _decode_form(body: bytes, content_type: str) -> tuple[Kind, Envelope | None]
     try:
         return kind, msgspec.convert(payload, Envelope, strict=False)
     except msgspec.ValidationError as exc:
-        raise _translate(kind, str(exc), payload) from exc
-
-
-def _translate(kind: str, message: str, payload: Any) -> DecodeError:
-    """msgspec's "Expected `int | str | null`, got `str` - at `$.trigger.ticket_id`" in our words:
-    ``ticket_changed: trigger.ticket_id: expected an integer, got "abc"``."""
-    found = _AT.search(message)
-    dotted = found.group(1) if found else ""
-    detail = message[: found.start()] if found else message
-    path = dotted.lstrip(".")
-    reason = _expected(detail, path.rpartition(".")[2])
-    value = _lookup(payload, dotted)
-    if value is not _MISSING:
-        reason = f"{reason}, got {show(value)}"
-    return DecodeError(kind, path, reason)
-
-
-def _expected(detail: str, leaf: str) -> str:
-    if "out of range" in detail:
-        return "number out of range"
-    if detail.startswith("Expected `int` "):
-        return f"expected {_INT_RANGE}"
-    wanted = detail.removeprefix("Expected `").partition("`")[0].split(" | ")
-    # Our only text alternative to an int or a flag is `""`, so those read as one type.
-    if detail.startswith("Invalid enum value") or "int" in wanted:
-        return "expected 0 or 1" if leaf in _FLAGS else "expected an integer"
-    names = [_TYPE_NAMES[name] for name in wanted if name in _TYPE_NAMES]
-    if detail.startswith("Expected `") and names:
-        return "expected " + " or ".join(names)
-    return detail[:1].lower() + detail[1:]
-
-
-def _lookup(payload: Any, dotted: str) -> Any:
-    node = payload
-    for key, index in _STEP.findall(dotted):
-        if key and isinstance(node, dict) and key in node:
-            node = node[key]
-        elif index and isinstance(node, list) and int(index) < len(node):
-            node = node[int(index)]
-        else:
-            return _MISSING
-    return node
+        raise translate(kind, str(exc), payload) from exc

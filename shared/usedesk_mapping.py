@@ -27,6 +27,7 @@ from shared.events import (
     TicketChanged,
     TicketCreated,
 )
+from shared.usedesk_errors import show
 from shared.usedesk_wire import (
     ChangeWire,
     ClientWire,
@@ -39,6 +40,7 @@ from shared.usedesk_wire import (
     TicketWire,
     TriggerWire,
     items,
+    text,
 )
 
 Visibility = Literal["public", "private"]
@@ -49,39 +51,9 @@ _VISIBILITY: dict[str, Visibility] = {
     "internal": "private",
 }
 _ZERO = timedelta(0)
-_ENCODER = msgspec.json.Encoder()
 # `fromisoformat` on arbitrary text is bounded by this; real dates are 19 or 25 characters.
 _MAX_DATE_CHARS = 40
 _DOCUMENTED_DATE_CHARS = len("2024-03-05 11:52:40")
-_SHOWN_CHARS = 40
-
-
-def show(value: Any) -> str:
-    """A value as an error message quotes it: short, JSON-like, never the whole payload."""
-    if isinstance(value, str):
-        cut = value[:_SHOWN_CHARS]
-        return _ENCODER.encode(cut).decode() + ("…" if len(value) > _SHOWN_CHARS else "")
-    if isinstance(value, bool) or value is None:
-        return _ENCODER.encode(value).decode()
-    if isinstance(value, int):
-        return str(value) if value.bit_length() <= 64 else "a huge integer"
-    if isinstance(value, float):
-        return repr(value)
-    return "an object" if isinstance(value, dict) else "an array"
-
-
-def text(value: Any) -> str | None:
-    """A wire value as text, the way a form would have carried it (bools as PHP casts them)."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "1" if value else ""
-    if isinstance(value, int) and value.bit_length() <= 64:
-        return str(value)
-    # A form drops empty arrays, so `[]` and `{}` say no more than null.
-    if not value and isinstance(value, list | dict):
-        return None
-    return _ENCODER.encode(value).decode()
 
 
 def ticket_created(

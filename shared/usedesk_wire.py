@@ -236,6 +236,21 @@ CLOSED_DECODER = msgspec.json.Decoder(ClosedEnvelope, strict=False)
 ENVELOPE_DECODER = msgspec.json.Decoder(Envelope, strict=False)
 KIND_KEYS_DECODER = msgspec.json.Decoder(KindKeys)
 ANY_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+
+
+def text(value: Any) -> str | None:
+    """A wire value as text, the way a form would have carried it (bools as PHP casts them)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else ""
+    if isinstance(value, int) and value.bit_length() <= 64:
+        return str(value)
+    # A form drops empty arrays, so `[]` and `{}` say no more than null.
+    if not value and isinstance(value, list | dict):
+        return None
+    return _ENCODER.encode(value).decode()
 
 
 def items(many: Many[T]) -> Sequence[T]:

@@ -1,13 +1,8 @@
-"""UseDesk webhooks → domain events: the fixtures by hand, forms, kinds, dates and errors."""
+"""UseDesk webhooks → domain events: every fixture checked by hand, as JSON and as forms."""
 
 from __future__ import annotations
 
-import copy
-import json
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -23,35 +18,7 @@ from shared.events import (
 )
 from shared.usedesk import Kind, decode_webhook, detect_kind
 from tests.helpers.php_forms import URLENCODED, http_build_query, multipart
-
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "usedesk"
-JSON = "application/json"
-MOSCOW = ZoneInfo("Europe/Moscow")
-RECEIVED = datetime(2024, 3, 7, 10, 0, tzinfo=UTC)
-
-
-def fixture(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-    return loaded
-
-
-def decode(
-    payload: dict[str, Any] | bytes, content_type: str = JSON, **options: Any
-) -> tuple[Kind, Event | None]:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    options = {"received_at": RECEIVED, "tz": MOSCOW} | options
-    return decode_webhook(body, content_type, **options)
-
-
-def event(payload: dict[str, Any], **options: Any) -> Any:
-    kind, decoded = decode(payload, **options)
-    assert decoded is not None, kind
-    return decoded
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
+from tests.helpers.usedesk import FIXTURES, JSON, MOSCOW, RECEIVED, decode, fixture, utc
 
 SUBJECT = "Не приходит код подтверждения"
 EXPECTED: dict[str, Event] = {
@@ -207,181 +174,6 @@ def test_chat_ping_and_unknown_payloads_carry_no_event(payload: dict[str, Any]) 
     # A form drops a null key, and `"chat_id": null` is then no longer a chat.
     if payload and None not in payload.values():
         assert decode(http_build_query(payload), URLENCODED) == (kind, None)
-
-
-def test_ids_as_numeric_strings_and_as_numbers_give_the_same_event() -> None:
-    as_numbers = fixture("ticket_changed.json")
-    as_strings = copy.deepcopy(as_numbers)
-    trigger = as_strings["trigger"]
-    for key in ("id", "user_id", "ticket_id", "old_status", "new_status", "company_id"):
-        trigger[key] = str(trigger[key])
-    as_strings["custom_fields"][0]["id"] = "61"
-    assert event(as_strings) == event(as_numbers)
-    as_numbers["trigger"]["new_status"] = 2.0
-    assert event(as_numbers).new_status == 2
-
-
-def test_empty_and_zero_ids_mean_none() -> None:
-    created = event({"ticket": {"id": 9, "group": 0, "assignee_id": "", "status_id": "0"}})
-    assert (created.group_id, created.assignee_id, created.status_id) == (None, None, None)
-    assert event({"ticket": {"id": 9, "group": "12"}}).group_id == 12
-
-
-@pytest.mark.parametrize(
-    ("trigger", "statuses"),
-    [
-        ({"old_status": 5, "new_status": 1}, (5, 1)),
-        ({}, (1, 2)),
-        ({"new_status": "3"}, (1, 3)),
-        ({"old_status": None, "data": [{"target": "status_id", "value": 2}]}, (None, 2)),
-        ({"data": [{"target": "status_id", "value": "two", "old_value": ""}]}, (None, None)),
-    ],
-)
-def test_statuses_fall_back_to_the_status_change_in_data(
-    trigger: dict[str, Any], statuses: tuple[int | None, int | None]
-) -> None:
-    data = [
-        {"target": "subject", "value": "x"},
-        {"target": "status_id", "value": "2", "old_value": "1"},
-    ]
-    payload = {"trigger": {"id": 1, "ticket_id": 2, "data": data} | trigger}
-    changed = event(payload)
-    assert (changed.old_status, changed.new_status) == statuses
-
-
-@pytest.mark.parametrize(
-    ("trigger", "changed_by", "user_id", "rule_id"),
-    [
-        ({"user_id": 48211, "trigger_id": None}, "user", 48211, None),
-        ({"user_id": None, "trigger_id": "777"}, "rule", None, 777),
-        ({"user_id": 5, "trigger_id": 6}, "user", 5, 6),
-        ({}, "unknown", None, None),
-    ],
-)
-def test_who_made_a_change(
-    trigger: dict[str, Any], changed_by: str, user_id: int | None, rule_id: int | None
-) -> None:
-    changed = event({"trigger": {"id": 1, "ticket_id": 2} | trigger})
-    assert (changed.changed_by, changed.user_id, changed.rule_id) == (changed_by, user_id, rule_id)
-
-
-def test_change_values_become_text_and_nulls_stay_null() -> None:
-    data = [
-        {"target": "comment_from_agent", "value": 412900871, "old_value": None},
-        {"target": "new_tags", "value": ["vip", "срочно"], "old_value": []},
-        {"target": "flag", "value": True, "old_value": False},
-        {"target": 7, "value": 1.5},
-        {"target": None, "value": None, "old_value": None},
-        {"value": "no target"},
-    ]
-    changed = event({"trigger": {"id": 1, "ticket_id": 2, "data": data}})
-    assert changed.changes == (
-        FieldChange(target="comment_from_agent", value="412900871", old_value=None),
-        FieldChange(target="new_tags", value='["vip","срочно"]', old_value=None),
-        FieldChange(target="flag", value="1", old_value=""),
-        FieldChange(target="7", value="1.5"),
-        FieldChange(target="", value="no target"),
-    )
-
-
-@pytest.mark.parametrize(
-    ("raw", "zone", "expected"),
-    [
-        ("2024-03-05 11:37:52", "Europe/Moscow", "2024-03-05 08:37:52"),
-        ("2024-07-01 12:00:00", "Europe/Berlin", "2024-07-01 10:00:00"),
-        ("2024-01-01 12:00:00", "Europe/Berlin", "2024-01-01 11:00:00"),
-        ("2024-03-05T11:37:52+05:00", "Europe/Moscow", "2024-03-05 06:37:52"),
-        ("2024-03-05T11:37:52Z", "Europe/Moscow", "2024-03-05 11:37:52"),
-        ("2024-03-05 11:37", "Europe/Moscow", "2024-03-05 08:37:00"),
-    ],
-)
-def test_dates_are_read_in_the_configured_zone_and_kept_in_utc(
-    raw: str, zone: str, expected: str
-) -> None:
-    comment = event({"comment": {"id": 1, "ticket_id": 2, "published_at": raw}}, tz=ZoneInfo(zone))
-    assert comment.published_at == utc(expected)
-    assert comment.published_at.tzinfo is UTC
-    assert (comment.occurred_at, comment.time_source) == (utc(expected), "usedesk")
-
-
-@pytest.mark.parametrize("raw", ["", None, "0000-00-00 00:00:00"])
-def test_a_missing_date_falls_back_to_the_receive_time(raw: str | None) -> None:
-    rating = event({"csi": {"id": 1, "ticket_id": 2, "created_at": raw, "updated_at": raw}})
-    assert (rating.updated_at, rating.occurred_at, rating.time_source) == (
-        None,
-        RECEIVED,
-        "received",
-    )
-    naive = event({"csi": {"id": 1, "ticket_id": 2}}, received_at=datetime(2024, 1, 2, 3, 4))
-    assert naive.occurred_at == datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
-
-
-def test_occurred_at_prefers_publication_then_last_update_and_update_then_creation() -> None:
-    created = event({"ticket": {"id": 1, "last_updated_at": "2024-03-05 10:00:00"}})
-    assert (created.occurred_at, created.published_at) == (utc("2024-03-05 07:00:00"), None)
-    rated = event({"csi": {"id": 1, "ticket_id": 2, "created_at": "2024-03-05 10:00:00"}})
-    assert rated.occurred_at == utc("2024-03-05 07:00:00")
-    rerated = {"created_at": "2024-03-05 10:00:00", "updated_at": "2024-03-06 10:00:00"}
-    rated = event({"csi": {"id": 1, "ticket_id": 2} | rerated})
-    assert rated.occurred_at == utc("2024-03-06 07:00:00")
-    assert rated.source_id == "1@2024-03-06T07:00:00+00:00"
-
-
-def test_company_id_comes_from_the_payload_else_from_the_argument() -> None:
-    assert event(fixture("comment_created.json"), company_id=42).company_id == 42
-    assert event(fixture("rating.json"), company_id=42).company_id == 160442
-    assert event(fixture("variants/ticket_changed.minimal.json")).company_id is None
-
-
-def test_parts_are_found_inside_the_ticket_or_at_the_top_level() -> None:
-    inside = fixture("ticket_created.json")
-    outside = copy.deepcopy(inside)
-    outside["custom_fields"] = outside["ticket"].pop("custom_fields")
-    outside["ticket"]["custom_fields"] = []
-    outside["client"] = {"id": 5, "name": "Марина"}
-    inside["ticket"]["client"] = {"id": 5, "name": "Марина"}
-    assert event(outside) == event(inside)
-    assert event(inside).client == ClientRef(id=5, name="Марина")
-
-
-def test_client_contacts_are_flattened_and_empty_ones_dropped() -> None:
-    client = {
-        "id": "5",
-        "emails": [{"email": "a@example.org"}, {"email": ""}, "b@example.org"],
-        "phones": [{"phone": 79161234567}, {"phone": ""}, {"phone": None}],
-    }
-    created = event({"ticket": {"id": 1}, "client": client})
-    assert created.client == ClientRef(
-        id=5, emails=("a@example.org", "b@example.org"), phones=("79161234567",)
-    )
-    assert event({"ticket": {"id": 1}, "client": {"emails": [], "phones": []}}).client is None
-
-
-def test_comment_visibility_author_and_first_flag() -> None:
-    base = {"id": 1, "ticket_id": 2}
-    private = event({"comment": base | {"type": "private", "from": "client", "is_first": "1"}})
-    assert (private.visibility, private.author, private.is_first) == ("private", "client", True)
-    odd = event({"comment": base | {"type": "whisper", "is_first": ""}})
-    assert (odd.visibility, odd.author, odd.is_first) == (None, None, False)
-
-
-def test_unknown_fields_anywhere_are_ignored() -> None:
-    plain = fixture("ticket_changed.json")
-    noisy = copy.deepcopy(plain)
-    noisy["new_top"] = {"deep": [[{"x": 1}]]}
-    noisy["trigger"]["data"][0]["sla_extra"] = [1, {"a": None}]
-    noisy["trigger"]["unknown"] = None
-    noisy["client"]["files"] = [{"url": "x"}]
-    noisy["custom_fields"][1]["kind"] = "select"
-    assert event(noisy) == event(plain)
-
-
-def test_arrays_sent_as_php_sparse_objects_are_read_in_order() -> None:
-    payload = fixture("ticket_changed.json")
-    fields = payload["custom_fields"]
-    payload["custom_fields"] = {"3": fields[0], "7": fields[1]}
-    payload["trigger"]["data"] = dict(enumerate(payload["trigger"]["data"]))
-    assert event(payload) == EXPECTED["ticket_changed.json"]
 
 
 @pytest.mark.parametrize(

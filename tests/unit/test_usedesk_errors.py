@@ -5,19 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from shared.errors import DecodeError
 from shared.usedesk import decode_webhook, parse_body
 from tests.helpers.php_forms import URLENCODED
-
-JSON = "application/json"
-MOSCOW = ZoneInfo("Europe/Moscow")
-RECEIVED = datetime(2024, 3, 7, 10, 0, tzinfo=UTC)
+from tests.helpers.usedesk import JSON, MOSCOW, RECEIVED
 
 
 def failure(body: bytes, content_type: str = JSON) -> str:

@@ -8,7 +8,6 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,10 +15,8 @@ from hypothesis import strategies as st
 from shared.errors import DecodeError
 from shared.usedesk import Kind, decode_webhook, detect_kind, parse_body
 from tests.helpers.php_forms import URLENCODED, http_build_query, multipart
+from tests.helpers.usedesk import JSON, MOSCOW, RECEIVED
 
-JSON = "application/json"
-MOSCOW = ZoneInfo("Europe/Moscow")
-RECEIVED = datetime(2024, 3, 7, 10, 0, tzinfo=UTC)
 # kind → (payload part, its natural id keys, the event's fields that carry them)
 NATURAL_IDS = {
     "ticket_created": ("ticket", ("id",), ("ticket_id",)),
