@@ -19,7 +19,8 @@ DATABASE_FIGURES = """
 SELECT
     (SELECT count(*) FROM events) AS events,
     (SELECT max(position) FROM events) AS last_position,
-    (SELECT extract(epoch FROM now() - max(recorded_at)) FROM events) AS newest_event_age_s,
+    (SELECT extract(epoch FROM now() - recorded_at) FROM events ORDER BY position DESC LIMIT 1)
+        AS newest_event_age_s,
     (SELECT count(*) FROM tickets) AS tickets,
     (SELECT coalesce(sum(suspected_gaps), 0) FROM tickets) AS suspected_gaps
 """

@@ -17,12 +17,13 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import aio_pika
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from services.worker import metrics
 from services.worker.envelope import to_delivery
@@ -141,18 +142,21 @@ class Worker:
     async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
         started = time.perf_counter()
         decoded = [self._decode(m) for m in messages]
-        ids = [str(d.delivery.delivery_id) for d in decoded]
-        with structlog.contextvars.bound_contextvars(delivery_ids=ids):
-            try:
-                result = await self._record(decoded)
-            except Stopping:
-                raise
-            except Exception:
-                log.exception("batch_failed", size=len(messages), hint="retrying one by one")
-                await self._one_by_one(messages, decoded)
-                return
-            await self._ack(messages)
-            self._report(result, len(messages), time.perf_counter() - started)
+        try:
+            result = await self._record(decoded)
+        except Stopping:
+            raise
+        except Exception:
+            log.exception(
+                "batch_failed",
+                size=len(messages),
+                hint="retrying one by one",
+                delivery_ids=[str(d.delivery.delivery_id) for d in decoded],
+            )
+            await self._one_by_one(messages, decoded)
+            return
+        await self._ack(messages)
+        self._report(result, decoded, time.perf_counter() - started)
 
     def _decode(self, message: AbstractIncomingMessage) -> Decoded:
         return decode(to_delivery(message), self.settings.source_timezone, self.settings.company_id)
@@ -204,10 +208,10 @@ class Worker:
                     error=repr(exc),
                     hint="returned to the queue; dead-lettered at the limit",
                 )
-                await message.nack(requeue=True)
+                await _settle(message.nack(requeue=True), 1)
                 continue
-            await message.ack()
-            self._report(result, 1, 0.0)
+            await _settle(message.ack(), 1)
+            self._report(result, [item], 0.0)
 
     async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
         if self.concurrency == 1:
@@ -215,10 +219,18 @@ class Worker:
             await messages[-1].ack(multiple=True)
             return
         for message in messages:
-            await message.ack()
+            await _settle(message.ack(), 1)
 
-    def _report(self, result: BatchResult, size: int, seconds: float) -> None:
+    def _report(self, result: BatchResult, batch: list[Decoded], seconds: float) -> None:
         counts = result.counts()
+        for item in batch:
+            if item.error is not None and item.delivery.delivery_id in result.outcomes:
+                log.warning(
+                    "delivery_rejected",
+                    delivery_id=str(item.delivery.delivery_id),
+                    kind=item.delivery.kind,
+                    error=item.error,
+                )
         for outcome, count in counts.items():
             metrics.DELIVERIES.labels(outcome).inc(count)
         metrics.BATCHES.inc()
@@ -226,13 +238,33 @@ class Worker:
         metrics.BATCH_SECONDS.observe(seconds)
         log.info(
             "batch_committed",
-            size=size,
+            size=len(batch),
             recorded=counts["recorded"],
             duplicates=counts["duplicate"],
             ignored=counts["ignored"],
             rejected=counts["rejected"],
             already_processed=result.already_processed,
             duration_ms=round(seconds * 1000, 1),
+            delivery_ids=[str(item.delivery.delivery_id) for item in batch],
+        )
+
+
+async def _settle(action: Awaitable[None], size: int) -> None:
+    """Send an ack or a nack, unless the channel that delivered the messages is gone.
+
+    A broker restart or a dropped connection between COMMIT and ack closes that channel: the
+    broker requeues its unacked messages by itself, and their redelivery is skipped as already
+    processed (I4). Raising here ended the batch loop for good, while the robust connection
+    restored the consumer on a new channel and kept taking messages that nothing processed.
+    """
+    try:
+        await action
+    except CONNECTION_EXCEPTIONS as exc:
+        log.warning(
+            "ack_not_sent",
+            size=size,
+            error=repr(exc),
+            hint="the channel is gone; the broker redelivers, the store skips what it has",
         )
 
 

@@ -54,8 +54,10 @@ class Projection(Generic[K, S]):
     # SELECT the stored states of `$1` keys; None when rows are only ever inserted.
     load_sql: str | None = None
     load: Callable[[asyncpg.Record], tuple[K, S]] | None = None
-    # Live only: told each (before, after) so it can log what a human should know about.
-    observe: Callable[[S | None, S], None] | None = None
+    # Live only: `watch(state)` summarises a row before the batch, `observe(state, summary)` is
+    # told the row after it, so a projection can log what a human should know about.
+    watch: Callable[[S | None], Any] | None = None
+    observe: Callable[[S, Any], None] | None = None
 
 
 def fold_into(
@@ -78,17 +80,16 @@ async def apply(conn: Conn, projection: Projection[K, S], events: Sequence[Store
     if not keys:
         return 0
     states: dict[K, S] = {}
-    before: dict[K, S] = {}
     if projection.load_sql is not None and projection.load is not None:
         records = await conn.fetch(projection.load_sql, list(keys))
         states = dict(projection.load(record) for record in records)
-        if projection.observe is not None:
-            # Folds change their state in place: keep an untouched copy to compare with.
-            before = dict(projection.load(record) for record in records)
+    watch, observe = projection.watch, projection.observe
+    # Folds change their state in place: summarise what matters before folding.
+    before = {key: watch(states.get(key)) for key in keys} if watch and observe else {}
     touched = fold_into(projection, states, events)
-    if projection.observe is not None:
+    if watch and observe:
         for key in touched:
-            projection.observe(before.get(key), states[key])
+            observe(states[key], before[key])
     rows = [projection.row(states[key]) for key in sorted(touched)]  # type: ignore[type-var]
     await conn.execute(projection.upsert_sql, *(list(column) for column in zip(*rows, strict=True)))
     return len(rows)

@@ -260,9 +260,12 @@ def load(record: asyncpg.Record) -> tuple[int, TicketState]:
     return record["ticket_id"], _decoder.decode(record["fold_state"])
 
 
-def observe(before: TicketState | None, after: TicketState) -> None:
+def watch(state: TicketState | None) -> frozenset[tuple[str, str]]:
+    return frozenset(lifecycle(state.history).gaps) if state is not None else frozenset()
+
+
+def observe(after: TicketState, known: frozenset[tuple[str, str]]) -> None:
     """Log every newly suspected gap (a lost webhook?) with both event ids."""
-    known = set(lifecycle(before.history).gaps) if before is not None else set()
     for previous_event, event in lifecycle(after.history).gaps:
         if (previous_event, event) not in known:
             log.warning(
@@ -331,5 +334,6 @@ PROJECTION: Projection[int, TicketState] = Projection(
     upsert_sql=UPSERT,
     load_sql=LOAD,
     load=load,
+    watch=watch,
     observe=observe,
 )

@@ -45,7 +45,7 @@ async def publish(
 
 async def drain(settings: Settings, concurrency: int = 1) -> None:
     """Run a worker until the queue is empty (burst mode)."""
-    await asyncio.wait_for(Worker(settings, concurrency, burst=True).run(), 60)
+    await asyncio.wait_for(Worker(settings, concurrency, burst=True).run(), 600)
 
 
 async def queue_depths(settings: Settings) -> tuple[int, int]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from datetime import UTC, datetime
 
 import asyncpg
 
+from shared.logging import configure_logging
 from shared.recording import record
 from tests.helpers.deliveries import STORY, decoded, fixture
 
@@ -108,3 +110,16 @@ async def test_change_before_creation_is_completed_without_losing_newer_values(
     assert ticket["subject"] == "Код подтверждения (решено)"  # the change is newer
     assert ticket["status_id"] == 2
     assert ticket["email"] == "marina.k@example.org"  # only the creation speaks of it
+
+
+async def test_a_suspected_gap_is_logged_with_both_event_ids(db: asyncpg.Connection) -> None:
+    stream = io.StringIO()
+    configure_logging("test", "info", "json", stream=stream)
+    await record(db, [decoded(fixture("ticket_created.json"))])
+    await record(db, [decoded(fixture("ticket_changed.json"))])  # "from 1", but it was 8
+    await record(db, [decoded(fixture("rating.json"))])  # no new gap: logged once only
+    gaps = [json.loads(line) for line in stream.getvalue().splitlines() if "suspected_gap" in line]
+    assert len(gaps) == 1
+    assert gaps[0]["previous_event"] == "ticket_created:3318840"
+    assert gaps[0]["gap_event"] == "ticket_changed:90417733"
+    assert gaps[0]["ticket_id"] == 3318840
