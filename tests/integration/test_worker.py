@@ -6,12 +6,18 @@ import asyncio
 import json
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 
+from services.status import gather, render
+from services.worker import metrics
 from services.worker.consumer import Worker
+from shared import eventstore
+from shared.recording import record
 from shared.settings import Settings
 from shared.usedesk import Kind
-from tests.helpers.deliveries import fixture, story_bodies
+from tests.helpers.deliveries import decoded, fixture, story_bodies
+from tests.helpers.ingress import free_port
 from tests.helpers.tcpproxy import tcp_proxy
 from tests.helpers.worker import drain, publish, queue_depths
 
@@ -100,9 +106,6 @@ async def _wait_for(db: asyncpg.Connection, query: str, expected: int) -> None:
 
 async def test_reader_following_position_misses_nothing(database_url: str) -> None:
     """Concurrent appenders, one reader polling `read_all(after=last)`: every position once."""
-    from shared import eventstore
-    from shared.recording import record
-    from tests.helpers.deliveries import decoded
 
     async def appender(number: int) -> None:
         conn = await asyncpg.connect(database_url)
@@ -140,8 +143,6 @@ async def test_reader_following_position_misses_nothing(database_url: str) -> No
 async def test_status_reports_depths_outcomes_and_age(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
-    from services.status import gather, render  # noqa: PLC0415
-
     await publish(settings, [*story_bodies(), ("unknown", b"{]")])
     report, ok = await gather(settings)
     assert ok
@@ -156,3 +157,24 @@ async def test_status_reports_depths_outcomes_and_age(
     assert report["database"]["newest_event_age_s"] >= 0
     assert report["database"]["suspected_gaps"] == 1
     assert "recorded 4, rejected 1" in render(report)
+
+
+async def test_worker_metrics_endpoint(settings: Settings) -> None:
+    await publish(settings, story_bodies())
+    worker = Worker(settings)
+    port = free_port()
+    runner = await metrics.start_http(port, worker.ready)
+    assert runner is not None
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 503  # not consuming yet
+            await drain(settings)
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                text = await response.text()
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
+    assert 'deskledger_worker_deliveries_total{outcome="recorded"}' in text
+    assert "deskledger_worker_batch_seconds_bucket" in text
