@@ -216,7 +216,7 @@ class Worker:
     async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
         if self.concurrency == 1:
             # One batch at a time, in delivery order: one frame acks the whole batch.
-            await messages[-1].ack(multiple=True)
+            await _settle(messages[-1].ack(multiple=True), len(messages))
             return
         for message in messages:
             await _settle(message.ack(), 1)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 import aio_pika
@@ -47,6 +49,13 @@ async def run(*command: str, within: float = 120, check: bool = True) -> str:
     if check and process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{text}")
     return text
+
+
+def via(url: str, port: int) -> str:
+    """`url` with its host and port replaced by 127.0.0.1:`port` (a proxy's), credentials kept."""
+    parts = urlsplit(url)
+    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _lock() -> int:
@@ -107,6 +116,15 @@ async def postgres_start() -> None:
     await run("pg_ctlcluster", "--skip-systemctl-redirect", *PG_CLUSTER, "start")
 
 
+FAILED_LOGS = REPO / "build" / "chaos" / "logs"
+
+
+def keep_log(path: Path, name: str) -> None:
+    """Keep a subprocess's log after a failed test (its temporary directory goes away)."""
+    FAILED_LOGS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, FAILED_LOGS / name)
+
+
 @dataclass
 class WorkerProcess:
     process: asyncio.subprocess.Process
@@ -154,6 +172,9 @@ async def worker_process(
         worker = WorkerProcess(process, log_path)
         try:
             yield worker
+        except BaseException:
+            keep_log(log_path, f"worker-{process.pid}.log")
+            raise
         finally:
             if process.returncode is None:
                 with contextlib.suppress(AssertionError):

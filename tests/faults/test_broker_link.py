@@ -4,7 +4,7 @@ after publish and before the confirm, a binding and a queue deleted under load (
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -13,18 +13,12 @@ from shared.broker import ROUTING_KEY, TopologyNames, declare_topology
 from shared.settings import Settings
 from tests.faults.conftest import Verify
 from tests.faults.driver import Driver, RetryPolicy, acknowledged_ids
-from tests.faults.services import wait_consumers, wait_processed, worker_process
+from tests.faults.services import via, wait_consumers, wait_processed, worker_process
 from tests.faults.webhooks import generate
 from tests.helpers.ingress import running_ingress
 from tests.helpers.tcpproxy import tcp_proxy
 
 PATIENT = RetryPolicy(retries=12, backoff=0.2, max_backoff=1.0)
-
-
-def _via(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 async def test_confirms_lost_on_the_way_back_are_503_and_the_retry_is_one_event(
@@ -34,7 +28,7 @@ async def test_confirms_lost_on_the_way_back_are_503_and_the_retry_is_one_event(
     retry is a second delivery of the same fact, absorbed into one event."""
     target = urlsplit(settings.amqp_url)
     async with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
-        proxied = settings.replace(amqp_url=_via(settings.amqp_url, proxy.port), publish_timeout=1)
+        proxied = settings.replace(amqp_url=via(settings.amqp_url, proxy.port), publish_timeout=1)
         async with running_ingress(proxied) as url:
             driver = Driver(url, generate(400), rate=150, policy=PATIENT)
             load = asyncio.create_task(driver.run())

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
+from shared.eventstore import APPEND_LOCK_KEY
 from shared.settings import Settings
 from tests.faults.conftest import Verify
 from tests.faults.driver import Driver, acknowledged_ids
-from tests.faults.services import wait_consumers, wait_processed, worker_process
+from tests.faults.services import via, wait_consumers, wait_processed, worker_process
 from tests.faults.webhooks import generate
 from tests.helpers.ingress import running_ingress
+from tests.helpers.tcpproxy import tcp_proxy
 
 KILLS = 2
 
@@ -98,3 +101,46 @@ async def test_same_webhooks_twice_through_two_workers_are_one_event_each(
     assert summary.acknowledged == len(webhooks)
     outcomes = dict(await db.fetch("SELECT outcome, count(*) FROM deliveries GROUP BY outcome"))
     assert outcomes == {"recorded": len(webhooks), "duplicate": len(webhooks)}
+
+
+WAITING_FOR_APPEND_LOCK = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'
+"""
+
+
+async def test_connection_lost_between_commit_and_ack_does_not_stop_the_worker(
+    settings: Settings, db: asyncpg.Connection, verify: Verify
+) -> None:
+    """The broker link dies while a batch is in its transaction: the COMMIT succeeds, the ack
+    cannot be sent. The same worker reconnects, skips the redelivered batch as already stored,
+    and goes on consuming (the batch loop used to die on that ack, leaving a live consumer
+    whose messages nothing processed)."""
+    async with running_ingress(settings) as url:
+        driver = Driver(url, generate(300))
+        await driver.run()
+    target = urlsplit(settings.amqp_url)
+    async with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
+        proxied = settings.replace(amqp_url=via(settings.amqp_url, proxy.port), batch_size=50)
+        lock = db.transaction()
+        await lock.start()
+        locked = True
+        try:
+            await db.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
+            async with worker_process(proxied) as worker:
+                await wait_consumers(settings, 1, 30, worker)
+                for _ in range(600):
+                    if await db.fetchval(WAITING_FOR_APPEND_LOCK):
+                        break
+                    await asyncio.sleep(0.05)
+                proxy.cut()
+                proxy.restore()
+                await lock.commit()
+                locked = False
+                await wait_processed(settings, acknowledged_ids(driver), within=60)
+                assert "ack_not_sent" in worker.log()
+                assert await worker.stop() == 0, worker.log()
+        finally:
+            if locked:
+                await lock.rollback()
+    await verify(driver)
