@@ -11,30 +11,48 @@ from types import FrameType
 from typing import Any
 
 from services.ingress.app import WEBHOOK_PATH, require_secrets
-from services.ingress.server import run_process
+from services.ingress.server import KEEPALIVE_SECONDS, run_process
 from shared.errors import SettingsError
 from shared.settings import Settings, settings_help
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT)
+
+DESCRIPTION = f"""\
+Serve POST {WEBHOOK_PATH} on DESKLEDGER_HTTP_HOST:DESKLEDGER_HTTP_PORT.
+
+Answers:
+  200  {{"delivery_id": "<uuid>"}} only after RabbitMQ confirmed a persistent copy, with
+       `secret` and every `custom_blocks[].secret_key` redacted; also for ping, chat and
+       unknown kinds. A ping without a valid secret gets 200 {{"delivery_id": null}} and
+       nothing of it is kept.
+  400  the body does not parse            401  `secret` missing or wrong
+  408  the body took longer than DESKLEDGER_READ_TIMEOUT
+  413  the body exceeds DESKLEDGER_MAX_BODY_BYTES
+  415  not application/json, application/x-www-form-urlencoded or multipart/form-data,
+       or any Content-Encoding
+  503  (with Retry-After) no confirm within DESKLEDGER_PUBLISH_TIMEOUT, the broker is
+       unreachable, or DESKLEDGER_MAX_IN_FLIGHT webhooks are already in flight
+Errors are JSON: {{"error": "<code>", "detail": "<text>"}}.
+
+GET /healthz (alive), /readyz (broker connected and not draining), /metrics (Prometheus).
+
+On SIGTERM or SIGINT /readyz turns 503, the listener stays open for
+DESKLEDGER_DRAIN_SECONDS so a load balancer notices, in-flight webhooks finish, and the
+process exits 0. Refuses to start (exit 2) without DESKLEDGER_SECRETS; exits 1 when
+RabbitMQ cannot be reached at start.
+
+In front of it, a load balancer should bound what aiohttp cannot: the time to send the
+request head (e.g. nginx client_header_timeout 10s) and the number of connections per
+client; its upstream idle timeout must stay under the ingress's keep-alive of
+{KEEPALIVE_SECONDS:g} s.
+"""
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "ingress",
         help="receive UseDesk webhooks over HTTP and store them durably in RabbitMQ",
-        description=(
-            f"Serve POST {WEBHOOK_PATH} on DESKLEDGER_HTTP_HOST:DESKLEDGER_HTTP_PORT. A webhook "
-            "is answered 200 with its delivery id only after RabbitMQ confirmed a persistent "
-            "copy, its `secret` and `custom_blocks[].secret_key` redacted; 401 for a missing or "
-            "wrong secret, 400 for a body that does not parse, 408 for a body slower than "
-            "DESKLEDGER_READ_TIMEOUT, 413 beyond DESKLEDGER_MAX_BODY_BYTES, 415 for other "
-            "content types or a Content-Encoding, 503 with Retry-After when the broker does not "
-            "confirm within DESKLEDGER_PUBLISH_TIMEOUT or DESKLEDGER_MAX_IN_FLIGHT requests are "
-            "already in flight. GET /healthz (alive), /readyz (broker connected, not draining), "
-            "/metrics (Prometheus). On SIGTERM or SIGINT /readyz turns 503, the listener stays "
-            "open for DESKLEDGER_DRAIN_SECONDS, in-flight requests finish, and the process "
-            "exits 0. Refuses to start (exit 2) without DESKLEDGER_SECRETS."
-        ),
+        description=DESCRIPTION,
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

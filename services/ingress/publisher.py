@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from typing import cast
 
 import aio_pika
@@ -128,7 +129,8 @@ class Publisher:
         """
         if self._reopening is not None or not self._connection.connected.is_set():
             return
-        self._reopening = asyncio.create_task(self._reopen())
+        # A fresh context: the request that noticed the closed channel is not the reopen's.
+        self._reopening = asyncio.create_task(self._reopen(), context=contextvars.Context())
 
     async def _reopen(self) -> None:
         try:

@@ -61,7 +61,11 @@ def run_process(settings: Settings) -> int:
         try:
             runner.run(serve(settings))
         except (TimeoutError, *CONNECTION_EXCEPTIONS) as exc:
-            log.error("ingress_failed", error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "ingress_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                amqp_url=settings.safe_amqp_url,
+            )
             return 1
     return 0
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -339,6 +341,56 @@ async def test_deleted_queue_is_503_never_200(
         assert status == 503, answer
         assert answer["error"] == "broker_unavailable"
         assert int(headers["Retry-After"]) > 0
+
+
+async def test_a_closed_channel_is_reopened(
+    settings: Settings, url: str, http: aiohttp.ClientSession
+) -> None:
+    """Publishing to a deleted exchange makes the broker close the channel (404)."""
+    names = TopologyNames.for_prefix(settings.amqp_prefix)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(names.exchange)
+
+    body = as_json({"ticket": {}, "secret": TEST_SECRET})
+    status, answer, _ = await post(http, url, body)
+    assert status == 503, answer
+    deadline = time.monotonic() + 30
+    while status != 200:
+        assert time.monotonic() < deadline, f"still {status} {answer}"
+        await asyncio.sleep(0.1)
+        status, answer, _ = await post(http, url, body)
+    [message] = await published(settings, 1)
+    assert message.message_id == answer["delivery_id"]
+
+
+async def test_a_channel_that_cannot_be_restored_is_reopened_later(
+    settings: Settings, url: str, http: aiohttp.ClientSession
+) -> None:
+    """A queue redeclared with other arguments makes aio-pika's own restore fail for good."""
+    names = TopologyNames.for_prefix(settings.amqp_prefix)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(names.exchange)
+        await channel.queue_delete(names.queue)
+        await channel.declare_queue(names.queue, durable=True)  # classic, not quorum
+
+        body = as_json({"ticket": {}, "secret": TEST_SECRET})
+        for _ in range(5):
+            status, answer, _ = await post(http, url, body)
+            assert status == 503, answer
+            await asyncio.sleep(0.1)
+        await channel.queue_delete(names.queue)
+
+    deadline = time.monotonic() + 30
+    while status != 200:
+        assert time.monotonic() < deadline, f"still {status} {answer}"
+        await asyncio.sleep(0.1)
+        status, answer, _ = await post(http, url, body)
+    [message] = await published(settings, 1)
+    assert message.message_id == answer["delivery_id"]
 
 
 async def test_health_readiness_and_metrics(url: str, http: aiohttp.ClientSession) -> None:
