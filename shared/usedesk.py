@@ -113,17 +113,30 @@ def decode_webhook(
     `tz` is the zone of UseDesk's naive dates; `company_id` is used when the payload has none.
     """
     if content_type in _JSON_AS_SENT:
-        kind, envelope = _decode_json(body)
-    elif _media_type(content_type) in FORM_CONTENT_TYPES:
-        kind, envelope = _decode_form(body, content_type)
+        try:
+            # The closed schema cannot make msgspec recurse past its own depth, so the common
+            # case skips the depth scan (a quarter of the decode time of a 2 KB body).
+            decoded: Envelope = CLOSED_DECODER.decode(body)
+        except _JSON_ERRORS:
+            kind, envelope = _decode_tolerantly(body)
+        else:
+            kind, envelope = _kind_of(decoded), decoded
     else:
-        _require_json(_media_type(content_type))
-        kind, envelope = _decode_json(body)
-    if envelope is None:
+        kind, envelope = _decode_other(body, content_type)
+    build = _BUILDERS.get(kind)
+    if build is None or envelope is None:
         return kind, None
     if received_at.tzinfo is not UTC:
         received_at = _as_utc(received_at)
-    return kind, _BUILDERS[kind](envelope, received_at, tz, company_id)
+    return kind, build(envelope, received_at, tz, company_id)
+
+
+def _decode_other(body: bytes, content_type: str) -> tuple[Kind, Envelope | None]:
+    media = _media_type(content_type)
+    if media in FORM_CONTENT_TYPES:
+        return _decode_form(body, content_type)
+    _require_json(media)
+    return _decode_json(body)
 
 
 def _media_type(content_type: str) -> str:
@@ -180,14 +193,12 @@ def _kind_of(parsed: Envelope | KindKeys) -> Kind:
 
 
 def _decode_json(body: bytes) -> tuple[Kind, Envelope | None]:
+    """`decode_webhook`'s JSON path, for a content type spelled unusually."""
     try:
-        # The closed schema cannot make msgspec recurse past its own depth, so the common case
-        # skips the depth scan (a quarter of the decode time of a 2 KB body).
         envelope: Envelope = CLOSED_DECODER.decode(body)
     except _JSON_ERRORS:
         return _decode_tolerantly(body)
-    kind = _kind_of(envelope)
-    return kind, envelope if kind in TICKET_KINDS else None
+    return _kind_of(envelope), envelope
 
 
 def _decode_tolerantly(body: bytes) -> tuple[Kind, Envelope | None]:

@@ -1,7 +1,9 @@
 """From UseDesk wire structs to domain events: the rules of `docs/usedesk-webhooks.md` §4.
 
-Every builder takes the decoded part of one webhook kind and returns its event, or raises
+Every builder takes a decoded envelope of its kind and returns the event, or raises
 `DecodeError` naming the kind and the JSON path (a missing natural id, an unreadable date).
+They read closed and tolerant envelopes alike, so a body decodes to the same event whichever
+path it took (the form-vs-JSON property tests lean on that).
 
 An id, status or rating of `0` or `""` means "none", as UseDesk's `"group": "0"` does (§4.1)
 and as PHP writes null as text; so `x or None` normalises them (and costs no function call on
@@ -87,10 +89,10 @@ def ticket_created(
         published_at=published_at,
         last_updated_at=last_updated_at,
     )
-    # Set apart because CPython compiles a call with more than 15 keyword arguments into one
-    # that builds a dict first, which makes the constructor above 4x slower.
-    # Inside `ticket` or at the top level (§4.1): the first that says something, since a form
-    # drops an empty part and the other one would then show through.
+    # These two are set apart because CPython compiles a call with more than 15 keyword
+    # arguments into one that builds a dict first, which makes the constructor 4x slower.
+    # Each is found inside `ticket` or at the top level (§4.1): the first that says something
+    # wins, because a form drops an empty part and the other one would then show through.
     custom_fields = _custom_fields(ticket.custom_fields) or _custom_fields(envelope.custom_fields)
     client = _client(ticket.client) or _client(envelope.client)
     if custom_fields or client:
@@ -194,6 +196,20 @@ def _date(raw: str | None, tz: ZoneInfo, kind: str, path: str) -> datetime | Non
     """A UseDesk date as a UTC instant; naive ones are in the configured zone (§3: UNKNOWN)."""
     if not raw:
         return None
+    if len(raw) == _DOCUMENTED_DATE_CHARS:
+        # Nearly every date is "2024-03-05 11:52:40": read the wall time labelled UTC and
+        # subtract the zone's offset for it (`utcoffset` reads only the fields). A quarter
+        # of the cost of `replace(tzinfo=tz).astimezone(UTC)`, twice per webhook.
+        try:
+            wall = datetime.fromisoformat(raw + "+00:00")
+        except ValueError:
+            pass
+        else:
+            return wall - (tz.utcoffset(wall) or _ZERO)
+    return _any_date(raw, tz, kind, path)
+
+
+def _any_date(raw: str, tz: ZoneInfo, kind: str, path: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(raw) if len(raw) <= _MAX_DATE_CHARS else None
     except ValueError:
@@ -207,12 +223,8 @@ def _date(raw: str | None, tz: ZoneInfo, kind: str, path: str) -> datetime | Non
         )
     if parsed.tzinfo is not None:
         return parsed.astimezone(UTC)
-    # The wall time read as UTC minus the zone's offset: 3x cheaper than
-    # `replace(tzinfo=tz).astimezone(UTC)`, and this runs on the ingress hot path.
-    offset = tz.utcoffset(parsed) or _ZERO
-    if len(raw) == _DOCUMENTED_DATE_CHARS:
-        return datetime.fromisoformat(raw + "+00:00") - offset
-    return datetime.combine(parsed.date(), parsed.time(), UTC) - offset
+    wall = datetime.combine(parsed.date(), parsed.time(), UTC)
+    return wall - (tz.utcoffset(parsed) or _ZERO)
 
 
 def _status_change(changes: tuple[FieldChange, ...]) -> tuple[int | None, int | None]:

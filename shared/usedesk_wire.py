@@ -1,6 +1,6 @@
 """UseDesk webhook payloads as sent: msgspec structs, decoded in one pass.
 
-Tolerant means: unknown fields are ignored; every field but a kind's natural id may be missing
+The tolerant structs ignore unknown fields; every field but a kind's natural id may be missing
 or null (checked when the event is built, not here); ids, statuses and flags come as ints or
 numeric strings (decoded with `strict=False`); arrays may come as objects, because PHP's
 `json_encode` turns a sparse array into `{"1": …, "3": …}`. See `docs/usedesk-webhooks.md` §3.
