@@ -30,13 +30,14 @@ def verify(request: pytest.FixtureRequest, settings: Settings) -> Verify:
         load: asyncio.Task[None] | None = None,
         settings_: Settings | None = None,
         extra: Iterable[Sent] = (),
+        **figures: int,
     ) -> Summary:
         if load is not None:
             await load
         used = settings_ or settings
         await drain(used)
         summary = await check(used.database_url, [*driver.sent, *extra])
-        record(request.node.name, summary, faults=faults)
+        record(request.node.name, summary, faults=faults, **figures)
         summary.assert_ok()
         assert await queue_depths(used) == (0, 0), "left in the queue or dead-lettered"
         return summary

@@ -101,6 +101,14 @@ async def broker_kill() -> None:
 
 async def broker_start() -> None:
     await run("rabbitmq-server", "-detached")
+    # await_startup fails at once until the new node has registered with epmd.
+    for _ in range(60):
+        try:
+            await run("rabbitmqctl", "-q", "await_startup", within=180)
+        except RuntimeError:
+            await asyncio.sleep(1)
+        else:
+            return
     await run("rabbitmqctl", "-q", "await_startup", within=180)
 
 

@@ -57,8 +57,9 @@ def _created(index: int, ticket_id: int) -> dict[str, Any]:
     }
 
 
-def _changed(index: int, ticket_id: int) -> dict[str, Any]:
-    old, new = 1 + index % 3, 1 + (index + 1) % 3
+def _changed(index: int, ticket_id: int, number: int) -> dict[str, Any]:
+    # The ticket's `number`-th change: statuses chain 1 -> 2 -> 3 -> 1 from its creation (1).
+    old, new = 1 + number % 3, 1 + (number + 1) % 3
     return {
         "trigger": {
             "id": CHANGE_BASE + index,
@@ -91,12 +92,13 @@ def _comment(index: int, ticket_id: int) -> dict[str, Any]:
     }
 
 
-def _payload(index: int, tickets: int) -> tuple[Key, dict[str, Any]]:
+def _payload(index: int, tickets: int, changes: dict[int, int]) -> tuple[Key, dict[str, Any]]:
     ticket_id = TICKET_BASE + index % tickets
     if index < tickets:
         return ("ticket_created", str(ticket_id)), _created(index, ticket_id)
-    if index % 2:
-        return ("ticket_changed", str(CHANGE_BASE + index)), _changed(index, ticket_id)
+    if (index // tickets) % 2:  # rounds over every ticket, changes and comments in turn
+        number = changes[ticket_id] = changes.get(ticket_id, -1) + 1
+        return ("ticket_changed", str(CHANGE_BASE + index)), _changed(index, ticket_id, number)
     return ("comment_created", str(COMMENT_BASE + index)), _comment(index, ticket_id)
 
 
@@ -118,11 +120,17 @@ def php_form(payload: dict[str, Any]) -> bytes:
     return urlencode(pairs).encode()
 
 
-def generate(count: int, tickets: int = 20, secret: str = TEST_SECRET) -> list[Webhook]:
-    """`count` webhooks about `tickets` tickets: first each creation, then changes and comments."""
+def generate(
+    count: int, tickets: int = 20, secret: str = TEST_SECRET, start: int = 0
+) -> list[Webhook]:
+    """`count` webhooks about `tickets` tickets: first each creation, then changes and comments.
+
+    `start` continues a series: `generate(100, start=100)` are the next hundred facts.
+    """
     webhooks = []
-    for index in range(count):
-        key, payload = _payload(index, tickets)
+    changes: dict[int, int] = {}
+    for index in range(start, start + count):
+        key, payload = _payload(index, tickets, changes)
         payload = {"secret": secret, **payload}
         if index % 5 == 4:
             body, content_type = php_form(payload), FORM
