@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "services.migrate",
     "services.ingress.command",
     "services.worker.command",
+    "services.replay.command",
     "services.status",
 )
 

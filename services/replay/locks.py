@@ -1,0 +1,84 @@
+"""The two locks a replay takes: its own (one replay at a time) and, briefly, the append lock.
+
+The replay lock is a session advisory lock on a dedicated connection that lives as long as the
+replay: a pool connection would drop it when released, and a killed replay drops it with its
+connection, so a crash never leaves it behind.
+
+`appends_paused` holds `APPEND_LOCK_KEY` at session level. Session and transaction advisory locks
+on one key conflict with each other, and every appending transaction takes the transaction-level
+one first (`shared.eventstore`), so while it is held no append is in flight and none can start.
+A lock_timeout bounds the wait: waiting for it would queue every worker behind the replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from shared.db import Conn
+from shared.errors import DeskLedgerError
+from shared.eventstore import APPEND_LOCK_KEY
+
+# pg_advisory_lock key of `replay`: any constant, kept forever (migrate ...001, appends ...002).
+REPLAY_LOCK_KEY = 7_204_611_833_092_003
+
+TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+# A bigint advisory key is stored as classid (high 32 bits) and objid (low 32 bits).
+HOLDER = """
+SELECT pid
+FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1
+  AND classid::bigint = ($1::bigint >> 32) AND objid::bigint = ($1::bigint & 4294967295)
+LIMIT 1
+"""
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, false)"
+LOCK = "SELECT pg_advisory_lock($1)"
+UNLOCK = "SELECT pg_advisory_unlock($1)"
+
+
+class ReplayBusy(DeskLedgerError):
+    """Another replay is running; this one changed nothing."""
+
+
+class LockTimeout(DeskLedgerError):
+    """A lock the replay needs was not granted within the lock timeout."""
+
+
+@asynccontextmanager
+async def replay_lock(database_url: str) -> AsyncIterator[None]:
+    """Hold the replay lock for the block, or raise ReplayBusy at once."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        if not await conn.fetchval(TRY_LOCK, REPLAY_LOCK_KEY):
+            pid = await conn.fetchval(HOLDER, REPLAY_LOCK_KEY)
+            raise ReplayBusy(
+                f"another `deskledger replay` is running (PostgreSQL backend pid {pid}); "
+                "wait for it to finish, or stop it (a stopped replay leaves the live tables as "
+                "they were) and run this again"
+            )
+        yield
+    finally:
+        # Closing the connection releases the session lock.
+        await conn.close()
+
+
+def milliseconds(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+@asynccontextmanager
+async def appends_paused(conn: Conn, seconds: float) -> AsyncIterator[None]:
+    """No event is appended while the block runs; LockTimeout after `seconds` of waiting."""
+    await conn.execute(SET_LOCK_TIMEOUT, milliseconds(seconds))
+    try:
+        await conn.execute(LOCK, APPEND_LOCK_KEY)
+    except asyncpg.LockNotAvailableError as exc:
+        raise LockTimeout(f"appends could not be paused within {seconds:g} s") from exc
+    finally:
+        await conn.execute(SET_LOCK_TIMEOUT, "0")
+    try:
+        yield
+    finally:
+        await conn.execute(UNLOCK, APPEND_LOCK_KEY)

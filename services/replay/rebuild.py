@@ -1,0 +1,283 @@
+"""Rebuilding projections beside the live tables, comparing, and swapping them in.
+
+Safe while ingress and workers keep running. The steps, one replay at a time (`locks`):
+
+1. prepare: drop whatever an interrupted replay left, create the rebuild schema with an
+   unindexed twin of each live table (`schema`);
+2. bulk load: in one REPEATABLE READ snapshot note the high-water mark P and fold every event
+   <= P into the twins with COPY (`loader`), then build their indexes and statistics;
+3. catch up: fold the events appended since with `base.apply`, pass after pass, until a pass
+   finds only a few (`catchup`);
+4. compare: pause appends for a moment, apply the last few events, export a snapshot, let
+   appends go on. In that snapshot the twins and the live tables reflect exactly the same
+   events, so every difference found is real; two connections compare the tables in it;
+5. swap: one short transaction takes the append lock, applies the events appended since the
+   compare, locks the live tables, drops them and moves the twins in. A lock_timeout bounds
+   every wait (a long reader must not stall the workers); on timeout it rolls back and the swap
+   is tried again after another catch-up.
+
+Why no event is missed or applied twice across the swap:
+- appends are serialised (`shared.eventstore`), so a snapshot holds exactly the events up to its
+  max(position), and each read above takes "position > last applied" within one snapshot: the
+  ranges read are contiguous and disjoint, and every event reaches the twins exactly once;
+- the swap transaction holds the append lock, which every appending transaction takes first: no
+  worker is between its append and its COMMIT, so the events committed are all the events there
+  are, the twins are brought up to the last of them in this same transaction, and at COMMIT they
+  equal a fold of the whole store. Workers blocked on the lock go on after COMMIT; at READ
+  COMMITTED their next statements resolve `tickets` etc. afresh, to the swapped-in tables, and
+  they apply every later event there, exactly as before;
+- an interrupted replay touches nothing live: everything before the swap happens in the rebuild
+  schema, and the swap is one transaction. The next replay drops the leftover schema; the replay
+  lock and a paused append lock go away with the killed process's connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+
+from services.replay import schema
+from services.replay.catchup import catch_up, quiet
+from services.replay.comparison import TableComparison, compare
+from services.replay.faults import AFTER_COPY, BEFORE_SWAP_COMMIT, fault_point
+from services.replay.loader import Loader
+from services.replay.locks import LockTimeout, appends_paused, milliseconds, replay_lock
+from services.replay.progress import Progress
+from services.replay.tasks import together
+from shared.errors import DeskLedgerError
+from shared.eventstore import APPEND_LOCK_KEY, TAKE_APPEND_LOCK, high_water_mark
+from shared.projections.base import Projection
+
+log = structlog.get_logger()
+
+COUNT_UNTIL = "SELECT count(*) FROM events WHERE position <= $1"
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
+SET_SNAPSHOT = "SELECT format('SET TRANSACTION SNAPSHOT %L', $1::text)"
+SET_LOCAL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
+# A catch-up pass that finds no more than this many events is close enough to the head.
+CLOSE_ENOUGH = 2000
+MAX_CATCH_UP_PASSES = 20
+CLEAN_UP_SECONDS = 10.0
+
+
+class SwapError(DeskLedgerError):
+    """The rebuilt tables could not be swapped in; the live tables are as they were."""
+
+
+@dataclass(frozen=True)
+class RebuildOptions:
+    projections: tuple[Projection[Any, Any], ...]
+    dry_run: bool = False
+    fetch_size: int = 2000
+    lock_timeout: float = 2.0
+    attempts: int = 10
+    listed_keys: int = 1000
+
+
+@dataclass
+class RebuildReport:
+    tables: tuple[str, ...]
+    events: int = 0
+    # Of those, appended after the bulk load's snapshot and applied by catch-up passes.
+    caught_up: int = 0
+    rows: int = 0
+    comparisons: list[TableComparison] = field(default_factory=list)
+    swapped: bool = False
+
+    @property
+    def differences(self) -> int:
+        return sum(c.differing for c in self.comparisons)
+
+
+class Rebuild:
+    def __init__(self, database_url: str, options: RebuildOptions) -> None:
+        self.database_url = database_url
+        self.options = options
+        self.projections = [quiet(p) for p in options.projections]
+        self.tables = tuple(p.table for p in options.projections)
+        self.report = RebuildReport(self.tables)
+        self.live = ""
+
+    async def run(self) -> RebuildReport:
+        """Rebuild, compare and (unless a dry run) swap; the live tables change only at the swap."""
+        async with replay_lock(self.database_url):
+            reader = await asyncpg.connect(self.database_url)
+            writer = await asyncpg.connect(self.database_url)
+            try:
+                await self._run(reader, writer)
+            except BaseException:
+                await _close(reader)  # first: it may hold the append lock, workers wait on it
+                await _clean_up(writer)
+                raise
+            finally:
+                await _close(reader, writer)
+        return self.report
+
+    async def _run(self, reader: asyncpg.Connection, writer: asyncpg.Connection) -> None:
+        self.live = live = await schema.live_schema(writer, self.tables)
+        await schema.create_rebuild(writer, live, self.tables)
+        last = await self._bulk(reader, writer)
+        fault_point(AFTER_COPY)
+        for table in self.tables:
+            await schema.finish_tables(writer, live, table)
+        last = await self._catch_up(writer, last)
+        last = await self._compare(reader, writer, live, last)
+        if self.options.dry_run:
+            await schema.drop_rebuild(writer)
+        else:
+            await self._swap(writer, live, last)
+
+    async def _bulk(self, reader: asyncpg.Connection, writer: asyncpg.Connection) -> int:
+        """Fold every event of one snapshot into the twins; returns its high-water mark."""
+        async with reader.transaction(isolation="repeatable_read", readonly=True):
+            until = await high_water_mark(reader)
+            progress = Progress("rebuild", await reader.fetchval(COUNT_UNTIL, until))
+            loader = Loader(
+                reader, writer, self.projections, progress, fetch_size=self.options.fetch_size
+            )
+            self.report.events += await loader.load(until)
+            self.report.rows += loader.rows
+        progress.close()
+        return until
+
+    async def _catch_up_once(self, conn: asyncpg.Connection, last: int) -> tuple[int, int]:
+        async with conn.transaction(isolation="repeatable_read"):
+            await schema.use_rebuild(conn, self.live)
+            last, count = await catch_up(conn, self.projections, last, self.options.fetch_size)
+        self.report.events += count
+        self.report.caught_up += count
+        log.info("replay_caught_up", events=count, position=last)
+        return last, count
+
+    async def _catch_up(self, conn: asyncpg.Connection, last: int) -> int:
+        """Passes of catch-up until one finds few events (workers may keep appending)."""
+        for _ in range(MAX_CATCH_UP_PASSES):
+            last, count = await self._catch_up_once(conn, last)
+            if count <= CLOSE_ENOUGH:
+                break
+        return last
+
+    async def _compare(
+        self, reader: asyncpg.Connection, writer: asyncpg.Connection, live: str, last: int
+    ) -> int:
+        for attempt in range(1, self.options.attempts + 1):
+            try:
+                return await self._compare_once(reader, writer, live, last)
+            except LockTimeout:
+                log.warning("replay_compare_postponed", attempt=attempt)
+                last = await self._catch_up(writer, last)
+        raise SwapError(
+            "appends could not be paused for the comparison within "
+            f"{self.options.lock_timeout:g} s, {self.options.attempts} times: a transaction "
+            "holds the append lock for long (see pg_stat_activity); the live tables are unchanged"
+        )
+
+    async def _compare_once(
+        self, reader: asyncpg.Connection, writer: asyncpg.Connection, live: str, last: int
+    ) -> int:
+        """Twins and live tables in one snapshot that reflects the same events on both sides."""
+        async with appends_paused(reader, self.options.lock_timeout):
+            last, _ = await self._catch_up_once(writer, last)
+            exporting = reader.transaction(isolation="repeatable_read", readonly=True)
+            await exporting.start()
+            snapshot = await reader.fetchval(EXPORT_SNAPSHOT)
+        try:
+            # Built before BEGIN: SET TRANSACTION SNAPSHOT must come before any query in it.
+            importing = await writer.fetchval(SET_SNAPSHOT, snapshot)
+            async with writer.transaction(isolation="repeatable_read", readonly=True):
+                await writer.execute(importing)
+                self.report.comparisons = await self._compare_tables((reader, writer), live)
+        finally:
+            await exporting.rollback()
+        _log_comparisons(self.report.comparisons, last)
+        return last
+
+    async def _compare_tables(
+        self, conns: Sequence[asyncpg.Connection], live: str
+    ) -> list[TableComparison]:
+        """Each connection takes the next table when it is free (both are in one snapshot)."""
+        pending = list(self.tables)
+        done: dict[str, TableComparison] = {}
+
+        async def take(conn: asyncpg.Connection) -> None:
+            while pending:
+                table = pending.pop(0)
+                done[table] = await compare(
+                    conn, live, schema.REBUILD_SCHEMA, table, self.options.listed_keys
+                )
+
+        await together(*(take(conn) for conn in conns))
+        return [done[table] for table in self.tables]
+
+    async def _swap(self, conn: asyncpg.Connection, live: str, last: int) -> None:
+        for attempt in range(1, self.options.attempts + 1):
+            try:
+                await self._swap_once(conn, live, last)
+                return
+            except asyncpg.LockNotAvailableError:
+                log.warning("replay_swap_postponed", attempt=attempt)
+                last = await self._catch_up(conn, last)
+            except asyncpg.DependentObjectsStillExistError as exc:
+                raise SwapError(
+                    f"cannot replace the live tables: {exc}; {exc.detail or ''} "
+                    "(drop or recreate the dependent objects); the live tables are unchanged"
+                ) from exc
+        raise SwapError(
+            f"the live tables could not be locked for the swap within "
+            f"{self.options.lock_timeout:g} s, {self.options.attempts} times; a long transaction "
+            "is reading or writing them (see pg_stat_activity); the live tables are unchanged"
+        )
+
+    async def _swap_once(self, conn: asyncpg.Connection, live: str, last: int) -> None:
+        async with conn.transaction():
+            await conn.execute(SET_LOCAL_LOCK_TIMEOUT, milliseconds(self.options.lock_timeout))
+            await conn.execute(TAKE_APPEND_LOCK, APPEND_LOCK_KEY)
+            await schema.use_rebuild(conn, self.live)
+            last, count = await catch_up(conn, self.projections, last, self.options.fetch_size)
+            await schema.lock_live(conn, live, self.tables)
+            await schema.swap(conn, live, self.tables)
+            fault_point(BEFORE_SWAP_COMMIT)
+        self.report.events += count
+        self.report.caught_up += count
+        self.report.swapped = True
+        log.info("projection_rebuilt", tables=list(self.tables), position=last, events=count)
+
+
+def _log_comparisons(comparisons: Sequence[TableComparison], position: int) -> None:
+    for c in comparisons:
+        log.info(
+            "projection_compared",
+            table=c.table,
+            position=position,
+            live_rows=c.live_rows,
+            rebuilt_rows=c.rebuilt_rows,
+            differing=c.differing,
+        )
+        for key, kind in c.keys:
+            log.warning("projection_difference", table=c.table, key=key, kind=kind)
+        if c.differing > len(c.keys):
+            unlisted = c.differing - len(c.keys)
+            log.warning("projection_differences_not_listed", table=c.table, count=unlisted)
+
+
+async def _clean_up(conn: asyncpg.Connection) -> None:
+    """Best effort: a failed replay removes its schema (the next one would do it otherwise)."""
+    with contextlib.suppress(Exception):
+        if not conn.is_closed():
+            await asyncio.wait_for(schema.drop_rebuild(conn), CLEAN_UP_SECONDS)
+
+
+async def _close(*conns: asyncpg.Connection) -> None:
+    for conn in conns:
+        if conn.is_closed():
+            continue
+        try:
+            await conn.close(timeout=5)
+        except Exception:
+            conn.terminate()
