@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -16,6 +17,8 @@ from shared.settings import Settings
 log = structlog.get_logger()
 
 WEBHOOK_PATH = "/webhooks/usedesk"
+# The OpenAPI description, shipped in the package (docs/openapi.yaml is the same file).
+OPENAPI = (Path(__file__).parent / "openapi.yaml").read_bytes()
 
 SETTINGS = web.AppKey("settings", Settings)
 STATE = web.AppKey("state", IngressState)
@@ -40,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.yaml", _openapi)
     return app
 
 
@@ -72,6 +76,10 @@ async def _readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ready"})
     reason = "draining" if state.draining else "broker_unavailable"
     return web.json_response({"status": "not_ready", "reason": reason}, status=503)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/yaml")
 
 
 async def _metrics(request: web.Request) -> web.Response:
