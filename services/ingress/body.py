@@ -13,9 +13,9 @@ from aiohttp import web
 
 from services.ingress.refusal import Refusal
 from shared.forms import MULTIPART, URLENCODED
+from shared.usedesk import JSON_CONTENT_TYPE
 
-JSON = "application/json"
-MEDIA_TYPES = (JSON, URLENCODED, MULTIPART)
+MEDIA_TYPES = (JSON_CONTENT_TYPE, URLENCODED, MULTIPART)
 # A refused body may still be on its way; the client must not reuse the connection.
 _CLOSE = {"Connection": "close"}
 

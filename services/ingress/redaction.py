@@ -19,10 +19,9 @@ import msgspec
 
 from shared.errors import DecodeError
 from shared.forms import URLENCODED
-from shared.usedesk import parse_body
+from shared.usedesk import JSON_CONTENT_TYPE, parse_body
 
 REDACTED = "[redacted]"
-JSON = "application/json"
 
 # `\u0040`..`\u007f` could spell a key such as "secret" that a byte search would miss.
 _ESCAPED_ASCII = re.compile(rb"\\u00[4-7]")
@@ -50,7 +49,7 @@ def redact(body: bytes, content_type: str, payload: dict[str, Any]) -> Redacted:
     """`body` (which parses to `payload`) without its secrets."""
     expected, secret_keys = redacted_payload(payload)
     media = content_type.partition(";")[0].strip().lower()
-    if media == JSON:
+    if media == JSON_CONTENT_TYPE:
         candidate = _json_in_place(body, secret_keys)
     elif media == URLENCODED:
         candidate = _form_in_place(body)
@@ -58,7 +57,7 @@ def redact(body: bytes, content_type: str, payload: dict[str, Any]) -> Redacted:
         candidate = None
     if candidate is not None and _parses_to(candidate, content_type, expected):
         return Redacted(candidate, content_type)
-    return Redacted(msgspec.json.encode(expected), JSON)
+    return Redacted(msgspec.json.encode(expected), JSON_CONTENT_TYPE)
 
 
 def redacted_payload(payload: dict[str, Any]) -> tuple[dict[str, Any], int]:

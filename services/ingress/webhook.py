@@ -27,11 +27,10 @@ from services.ingress.refusal import Refusal, error_response, unavailable
 from shared.broker import H_BODY_SHA256, H_CONTENT_TYPE, H_KIND, H_RECEIVED_AT
 from shared.errors import DecodeError
 from shared.settings import Settings
-from shared.usedesk import detect_kind, parse_body
+from shared.usedesk import JSON_CONTENT_TYPE, detect_kind, parse_body
 
 log = structlog.get_logger()
 
-JSON = "application/json"
 # A ping without a valid secret is answered like a kept one, but nothing of it exists anywhere.
 _PING_NOT_KEPT = b'{"delivery_id":null}'
 PERSISTENT = int(DeliveryMode.PERSISTENT)
@@ -149,4 +148,4 @@ def _message(
 
 
 def _json_response(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type=JSON)
+    return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
