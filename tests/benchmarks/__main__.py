@@ -1,0 +1,3 @@
+from tests.benchmarks.runner import main
+
+main()

@@ -1,0 +1,182 @@
+"""Replay: events/s and peak RSS of `python -m services replay` at 100,000 and 1,000,000 events.
+
+The store is generated fast: the corpus is decoded once into events, then copied with shifted
+ids (tickets, comments, changes, ratings) until there are enough, and COPYed into `events`. The
+replay runs twice on it: the first run rebuilds from empty live tables; the measured second run
+is an operator's replay of a store whose projections are up to date (the full compare included).
+Its rate is events / the replay's own elapsed time (`replay_finished`; the wall time, interpreter
+start included, is in the details); peak RSS is the process's ru_maxrss from wait4(2).
+Baseline: a process that only reads and decodes the same events in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import msgspec
+
+from shared.events import (
+    CommentCreated,
+    Event,
+    RatingGiven,
+    TicketChanged,
+    TicketCreated,
+    encode_event,
+)
+from shared.usedesk import decode_webhook
+from tests.benchmarks.corpus import generate
+from tests.benchmarks.environment import Bench, environ
+from tests.benchmarks.procs import Finished, python, run_to_end
+from tests.benchmarks.report import Result, judged
+
+SIZES = (100_000, 1_000_000)
+SMOKE_SIZES = (2_000,)
+BASE_WEBHOOKS = 20_000
+TICKET_SHIFT = 100_000  # more tickets than one copy of the corpus has
+ID_SHIFT = 10_000_000  # more comment/change ids than one copy uses
+CHUNK = 50_000
+COLUMNS = ("ticket_id", "type", "source_id", "occurred_at", "data", "delivery_id")
+MOSCOW = ZoneInfo("Europe/Moscow")
+RECEIVED = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
+RSS_LIMIT_MB = 300
+
+
+def base_events(webhooks: int) -> list[Event]:
+    """The corpus's distinct events, in arrival order."""
+    seen: set[tuple[str, str]] = set()
+    events: list[Event] = []
+    for webhook in generate(webhooks):
+        _, event = decode_webhook(
+            webhook.body, webhook.content_type, received_at=RECEIVED, tz=MOSCOW
+        )
+        if event is not None and (event.type, event.source_id) not in seen:
+            seen.add((event.type, event.source_id))
+            events.append(event)
+    return events
+
+
+def shifted(event: Event, copy: int) -> Event:
+    """`event` as it would be in the `copy`th copy of the corpus (distinct tickets and ids)."""
+    if copy == 0:
+        return event
+    ticket_id = event.ticket_id + copy * TICKET_SHIFT
+    replace = msgspec.structs.replace
+    match event:
+        case TicketCreated():
+            return replace(event, ticket_id=ticket_id)
+        case TicketChanged():
+            return replace(event, ticket_id=ticket_id, change_id=event.change_id + copy * ID_SHIFT)
+        case CommentCreated():
+            return replace(
+                event, ticket_id=ticket_id, comment_id=event.comment_id + copy * ID_SHIFT
+            )
+        case RatingGiven():
+            return replace(event, ticket_id=ticket_id, rating_id=event.rating_id + copy * ID_SHIFT)
+
+
+def rows(base: list[Event], count: int) -> Iterator[tuple[object, ...]]:
+    for index in range(count):
+        copy, offset = divmod(index, len(base))
+        event = shifted(base[offset], copy)
+        yield (
+            event.ticket_id,
+            event.type,
+            event.source_id,
+            event.occurred_at,
+            encode_event(event).decode(),
+            uuid.uuid4(),
+        )
+
+
+async def fill(url: str, base: list[Event], count: int) -> float:
+    """COPY `count` generated events into the store; seconds taken."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(url)
+    try:
+        chunk: list[tuple[object, ...]] = []
+        for row in rows(base, count):
+            chunk.append(row)
+            if len(chunk) == CHUNK:
+                await conn.copy_records_to_table("events", records=chunk, columns=COLUMNS)
+                chunk = []
+        if chunk:
+            await conn.copy_records_to_table("events", records=chunk, columns=COLUMNS)
+        await conn.execute("VACUUM ANALYZE events")
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
+def _finished_seconds(log: str) -> float:
+    for line in reversed(log.splitlines()):
+        if line.startswith("{") and '"replay_finished"' in line:
+            return float(json.loads(line)["seconds"])
+    raise RuntimeError("the replay logged no `replay_finished`")
+
+
+async def _replay(bench: Bench, env: dict[str, str], label: str) -> tuple[Finished, float]:
+    log_path = bench.log_path(label)
+    finished = await run_to_end(python("-m", "services", "replay"), env, log_path)
+    log = log_path.read_text(encoding="utf-8", errors="replace")
+    if finished.returncode != 0:
+        raise RuntimeError(f"replay exited {finished.returncode}: {log[-2000:]}")
+    return finished, _finished_seconds(log)
+
+
+async def measure(bench: Bench, base: list[Event], size: int) -> list[Result]:
+    url = await bench.database(f"replay_{size}")
+    fill_seconds = await fill(url, base, size)
+    env = environ(bench.settings(url, "unused"))
+    first, first_seconds = await _replay(bench, env, f"replay-{size}-first")
+    ours, seconds = await _replay(bench, env, f"replay-{size}")
+    log_path = bench.log_path(f"scan-{size}")
+    scanned = await run_to_end(python("-m", "tests.benchmarks.scan", url), env, log_path)
+    scan = json.loads(log_path.read_text().splitlines()[-1])
+    if scanned.returncode != 0 or scan["events"] != size:
+        raise RuntimeError(f"the baseline scan failed: {log_path.read_text()[-2000:]}")
+    label = f"{size // 1000:,}k" if size < 1_000_000 else f"{size // 1_000_000}M"
+    details = {
+        "fill_seconds": round(fill_seconds, 1),
+        "replay_seconds": seconds,
+        "replay_wall_seconds": round(ours.seconds, 2),
+        "first_replay_seconds": first_seconds,
+        "first_replay_peak_rss_mb": round(first.peak_rss_mb, 1),
+        "scan_seconds": round(scan["seconds"], 2),
+    }
+    rate = Result(
+        name=f"replay_{label}_rate",
+        value=size / seconds,
+        unit="events/s",
+        baseline="read + decode the same events only",
+        baseline_value=size / scan["seconds"],
+        target=">= 100,000 events/s",
+        notes=f"{size:,} events; second replay (live tables up to date); wall {ours.seconds:.1f} s",
+        details=details,
+    )
+    rss = Result(
+        name=f"replay_{label}_peak_rss",
+        value=max(ours.peak_rss_mb, first.peak_rss_mb),
+        unit="MB",
+        baseline="read + decode process peak RSS",
+        baseline_value=scanned.peak_rss_mb,
+        target=f"<= {RSS_LIMIT_MB} MB",
+        notes="the larger of the two replays' ru_maxrss",
+    )
+    return [
+        judged(rate, rate.value >= 100_000, smoke=bench.smoke),
+        judged(rss, rss.value <= RSS_LIMIT_MB, smoke=bench.smoke),
+    ]
+
+
+async def run(bench: Bench) -> list[Result]:
+    base = base_events(500 if bench.smoke else BASE_WEBHOOKS)
+    results: list[Result] = []
+    for size in SMOKE_SIZES if bench.smoke else SIZES:
+        results.extend(await measure(bench, base, size))
+    return results
