@@ -78,8 +78,9 @@ def _multipart_pairs(body: bytes, boundary: str) -> list[tuple[str, str]]:
     if not boundary or len(boundary) > 70 or not boundary.isascii():
         raise DecodeError(_KIND, "", "multipart content type needs a boundary of 1-70 ASCII chars")
     # Prefixing CRLF lets the first delimiter match like the others (RFC 2046 §5.1.1).
-    chunks = (b"\r\n" + body).split(b"\r\n--" + boundary.encode("ascii"), MAX_FIELDS + 1)
-    if len(chunks) > MAX_FIELDS + 1:
+    # N parts make N + 2 chunks: the preamble, one per part, what follows the closing delimiter.
+    chunks = (b"\r\n" + body).split(b"\r\n--" + boundary.encode("ascii"), MAX_FIELDS + 2)
+    if len(chunks) > MAX_FIELDS + 2:
         raise DecodeError(_KIND, "", f"form has more than {MAX_FIELDS} fields")
     closed = [i for i, chunk in enumerate(chunks) if chunk.startswith(b"--")]
     if len(chunks) < 2 or not closed:
