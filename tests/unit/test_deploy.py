@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from services.cli import build_parser
 from shared.settings import SETTINGS, read_dotenv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +113,25 @@ def test_compose_and_k8s_run_the_image_through_its_entrypoint() -> None:
         where = f"{document['kind']}/{document['metadata']['name']}"
         assert container["image"] == "deskledger", f"{where}: image set by kustomization.yaml"
         assert "command" not in container, f"{where} bypasses the `deskledger` entrypoint"
+
+
+def invoked_commands() -> list[tuple[str, list[str]]]:
+    """Every `deskledger` command line that compose and the Kubernetes base run."""
+    invoked = [(f"compose:{name}", s["command"]) for name, s in deskledger_services().items()]
+    invoked += [
+        (f"k8s:{d['kind']}/{d['metadata']['name']}", c["args"]) for d, c in k8s_containers()
+    ]
+    return invoked
+
+
+@pytest.mark.parametrize(
+    ("where", "argv"), invoked_commands(), ids=[where for where, _ in invoked_commands()]
+)
+def test_every_invoked_command_is_accepted_by_the_cli(where: str, argv: list[str]) -> None:
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{where} runs `deskledger {' '.join(argv)}`, which services.cli rejects")
 
 
 # --- ports -------------------------------------------------------------------------------------
