@@ -56,3 +56,4 @@ clean: ## remove the virtualenv, caches and build output
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 -include deploy/deploy.mk
+-include tests/faults/chaos.mk

@@ -6,8 +6,9 @@ sent:
 (a) every webhook answered 200 is exactly one event, by `(type, source_id)`, and the delivery id
     of each 200 has a `deliveries` row with outcome `recorded` or `duplicate` (I1-I3);
 (b) no event exists that the driver never sent, and every event's delivery is `recorded`;
-(c) the live projections equal a replay of the store (I5): the whole store folded again with the
-    projections' own functions into temporary copies of their tables, compared row for row.
+(c) the live projections equal a replay of the store (I5), twice over: the whole store folded
+    again with the projections' own functions into temporary copies of their tables, compared
+    row for row; and `deskledger replay --dry-run` (the replay service's rebuild and compare).
 
 `check()` returns a `Summary`; `Summary.assert_ok()` fails the test with the details.
 """
@@ -25,6 +26,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.replay.rebuild import Rebuild, RebuildOptions
 from shared import eventstore
 from shared.projections import ALL as PROJECTIONS
 from shared.projections.base import fold_into
@@ -82,12 +84,21 @@ async def check(database_url: str, driver: Driver | Iterable[Sent]) -> Summary:
         await _check_events(conn, sent, summary)
         await _check_outcomes(conn, sent, summary)
         differences = await replay_differences(conn)
-        summary.projection_differences = sum(differences.values())
-        if differences:
-            summary.samples["projection_differences"] = [differences]
     finally:
         await conn.close()
+    # Two independent replays: the fold above, and `deskledger replay --dry-run`'s own.
+    replayed = await dry_run_differences(database_url)
+    summary.projection_differences = sum(differences.values()) + sum(replayed.values())
+    if summary.projection_differences:
+        summary.samples["projection_differences"] = [differences, replayed]
     return summary
+
+
+async def dry_run_differences(database_url: str) -> dict[str, int]:
+    """What `deskledger replay --dry-run` reports: rebuilt beside the live tables, compared."""
+    report = await Rebuild(database_url, RebuildOptions(PROJECTIONS, dry_run=True)).run()
+    assert not report.swapped
+    return {c.table: c.differing for c in report.comparisons if c.differing}
 
 
 def _statuses(sent: list[Sent]) -> dict[str, int]:
