@@ -169,10 +169,10 @@ async def _reprocess(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _table_summary(comparison: TableComparison) -> str:
-    kinds = ", ".join(f"{n} {kind}" for kind, n in comparison.counts().items() if n)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in comparison.counts.items() if n)
     keys = ", ".join(key for key, _ in comparison.keys[:SHOWN_KEYS])
     more = ", ..." if comparison.differing > SHOWN_KEYS else ""
-    return f"{comparison.table}: {kinds or comparison.differing} (keys {keys}{more})"
+    return f"{comparison.table}: {kinds} (keys {keys}{more})"
 
 
 def rebuild_summary(report: RebuildReport, seconds: float, dry_run: bool) -> str:

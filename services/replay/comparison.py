@@ -15,11 +15,16 @@ catalog (`format('%I')`), from the table's primary key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import structlog
+
 from shared.db import Conn
 from shared.errors import DeskLedgerError
+
+log = structlog.get_logger()
 
 Kind = Literal["missing", "unexpected", "changed"]
 KINDS: tuple[Kind, ...] = ("missing", "unexpected", "changed")
@@ -51,8 +56,10 @@ parts AS (
 SELECT
     format(
         'SELECT count(l.%1$I) AS live_rows, count(r.%1$I) AS rebuilt_rows, '
-        'count(*) FILTER (WHERE %2$s) AS differing FROM %3$s',
-        k, differs, source
+        'count(*) FILTER (WHERE l.%1$I IS NULL) AS missing, '
+        'count(*) FILTER (WHERE r.%1$I IS NULL) AS unexpected, '
+        'count(*) FILTER (WHERE NOT (l.* *= r.*)) AS changed FROM %2$s',
+        k, source
     ) AS counting,
     format(
         'SELECT %1$s AS key, CASE WHEN l.%2$I IS NULL THEN ''missing'' '
@@ -73,16 +80,13 @@ class TableComparison:
     table: str
     live_rows: int = 0
     rebuilt_rows: int = 0
-    differing: int = 0
+    counts: dict[Kind, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     # Up to the listing limit, in key order: (key as text, kind).
     keys: list[tuple[str, Kind]] = field(default_factory=list)
 
-    def counts(self) -> dict[Kind, int]:
-        """Differences by kind among the listed keys."""
-        counted = dict.fromkeys(KINDS, 0)
-        for _, kind in self.keys:
-            counted[kind] += 1
-        return counted
+    @property
+    def differing(self) -> int:
+        return sum(self.counts.values())
 
 
 async def compare(
@@ -94,8 +98,27 @@ async def compare(
         raise ComparisonError(f"{live}.{table} has no primary key to compare rows by")
     row = await conn.fetchrow(statements["counting"])
     assert row is not None
-    result = TableComparison(table, row["live_rows"], row["rebuilt_rows"], row["differing"])
+    counts: dict[Kind, int] = {kind: row[kind] for kind in KINDS}
+    result = TableComparison(table, row["live_rows"], row["rebuilt_rows"], counts)
     if result.differing:
         rows = await conn.fetch(statements["listing"], limit)
         result.keys = [(row["key"], row["kind"]) for row in rows]
     return result
+
+
+def log_comparisons(comparisons: Sequence[TableComparison], position: int) -> None:
+    """One line per table, one warning per listed differing key."""
+    for c in comparisons:
+        log.info(
+            "projection_compared",
+            table=c.table,
+            position=position,
+            live_rows=c.live_rows,
+            rebuilt_rows=c.rebuilt_rows,
+            **c.counts,
+        )
+        for key, kind in c.keys:
+            log.warning("projection_difference", table=c.table, key=key, kind=kind)
+        if c.differing > len(c.keys):
+            unlisted = c.differing - len(c.keys)
+            log.warning("projection_differences_not_listed", table=c.table, count=unlisted)

@@ -1,15 +1,16 @@
 """The bulk load: fold every event up to a high-water mark, write the rows with COPY.
 
-Events are read ordered by `(ticket_id, position)` through a server-side cursor; the index
+Events are read ordered by `(ticket_id, position)` through server-side cursors; the index
 `events_ticket_id_position_idx` serves that order, so PostgreSQL sorts nothing. Every projection
 key belongs to one ticket, so once a ticket's last event is read its rows are final: they are
 written and forgotten, and memory holds a few chunks whatever the size of the store. The folds
 are the live ones (`fold_into`, then `row`), given each key's events in position order.
 
-Three things overlap, on two connections: PostgreSQL reads the next chunk while this process
-decodes and folds the current one, while the writer connection COPYs earlier rows into the
-rebuild schema. A bounded queue keeps the writer from falling far behind (memory), and the fold
-yields to the event loop between projections so the cursor's next chunk keeps flowing in.
+What overlaps: PostgreSQL turning stored jsonb back into text is the costliest part of reading,
+so several reader connections (all in one exported snapshot) each read a range of tickets and
+fetch their next chunk while this process decodes and folds; a writer connection COPYs earlier
+rows into the rebuild schema meanwhile. Bounded queues keep memory flat, and the fold yields to
+the event loop between projections so that the readers' chunks keep flowing in.
 """
 
 from __future__ import annotations
@@ -19,36 +20,51 @@ import contextlib
 import gc
 import time
 from collections.abc import Awaitable, Sequence
+from itertools import pairwise
 from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
 
+from services.replay import snapshots
 from services.replay.progress import Progress
 from services.replay.schema import REBUILD_SCHEMA
 from services.replay.tasks import together
 from shared.events import Event
-from shared.eventstore import StoredEvent
+from shared.eventstore import StoredEvent, high_water_mark
 from shared.projections.base import Projection, fold_into
 
 # `data` as UTF-8 bytes: msgspec decodes them directly, and asyncpg's built-in bytea decoder costs
 # less than a str (decoded, then encoded again for msgspec) or a Python-level jsonb codec.
+# `$2 <= ticket_id < $3`, NULL for no bound: the reader's range.
 READ_BY_TICKET = """
 SELECT ticket_id, position, convert_to(data::text, 'UTF8') AS data, delivery_id
 FROM events
 WHERE position <= $1
+  AND ($2::bigint IS NULL OR ticket_id >= $2)
+  AND ($3::bigint IS NULL OR ticket_id < $3)
 ORDER BY ticket_id, position
 """
 
+# Where to cut the ticket ids so that each reader gets about as many events: percentiles of a 1%
+# sample of the store's pages (a few milliseconds; NULL, one range, when the sample is empty).
+SPLITS = """
+SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY ticket_id)
+FROM events TABLESAMPLE SYSTEM (1)
+"""
+# The progress bar's total: positions below the mark, a close upper bound of the events (only an
+# append that lost a conflict leaves a gap) that costs nothing, where count(*) scans the store.
+FIRST_POSITION = "SELECT coalesce(min(position), 1) FROM events"
 SET_LZ4 = "SET default_toast_compression = lz4"
 GC_YOUNG_THRESHOLD = 50_000
 
 _decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 T = TypeVar("T")
+Bounds = tuple[int | None, int | None]
 Rows = list[tuple[Any, ...]]
 _Batch = tuple[Projection[Any, Any], Rows]
-_Queue = asyncio.Queue[_Batch | None]
+_Chunk = Sequence[asyncpg.Record]
 
 
 async def _fast_compression(writer: asyncpg.Connection) -> None:
@@ -61,7 +77,40 @@ async def _fast_compression(writer: asyncpg.Connection) -> None:
         await writer.execute(SET_LZ4)
 
 
-def _last_ticket_start(rows: Sequence[asyncpg.Record]) -> int:
+def ranges(splits: Sequence[int | None] | None) -> list[Bounds]:
+    """Ticket ranges cut at `splits`, covering every ticket id once."""
+    inner = sorted({cut for cut in splits or () if cut is not None})
+    cuts: list[int | None] = [None, *inner, None]
+    return list(pairwise(cuts))
+
+
+async def bulk_load(
+    readers: Sequence[asyncpg.Connection],
+    writer: asyncpg.Connection,
+    projections: Sequence[Projection[Any, Any]],
+    fetch_size: int,
+) -> tuple[int, Loader]:
+    """Load one snapshot of the store; returns its high-water mark and the finished Loader."""
+    first, *others = readers
+    async with first.transaction(isolation="repeatable_read", readonly=True):
+        until = await high_water_mark(first)
+        start = await first.fetchval(FIRST_POSITION)
+        fractions = [n / len(readers) for n in range(1, len(readers))]
+        splits = await first.fetchval(SPLITS, fractions) if fractions else None
+        progress = Progress("rebuild", max(0, until - start + 1))
+        loader = Loader(writer, projections, progress, fetch_size=fetch_size)
+        async with snapshots.joined(await snapshots.export(first), others):
+            await loader.load(until, list(zip(readers, ranges(splits), strict=False)))
+    # Where the pipeline waited: on PostgreSQL reading the store, or on COPY writing rows.
+    progress.close(
+        rows_written=loader.rows,
+        waited_for_reads_s=round(loader.waited["read"], 2),
+        waited_for_writes_s=round(loader.waited["write"], 2),
+    )
+    return until, loader
+
+
+def _last_ticket_start(rows: _Chunk) -> int:
     """Index of the first row of the last ticket in `rows`: it may go on in the next chunk."""
     last = rows[-1][0]
     cut = len(rows) - 1
@@ -71,11 +120,10 @@ def _last_ticket_start(rows: Sequence[asyncpg.Record]) -> int:
 
 
 class Loader:
-    """One bulk load; `reader` must be inside the REPEATABLE READ transaction that chose `until`."""
+    """One bulk load. Each reader is in a REPEATABLE READ transaction on the same snapshot."""
 
     def __init__(
         self,
-        reader: asyncpg.Connection,
         writer: asyncpg.Connection,
         projections: Sequence[Projection[Any, Any]],
         progress: Progress,
@@ -83,7 +131,6 @@ class Loader:
         fetch_size: int = 2000,
         copy_size: int = 2000,
     ) -> None:
-        self.reader = reader
         self.writer = writer
         self.projections = projections
         self.progress = progress
@@ -91,65 +138,81 @@ class Loader:
         self.copy_size = copy_size
         self.events = 0
         self.rows = 0
-        # Seconds this process sat waiting for the reader's next chunk / room in the writer queue.
+        # Seconds this process sat waiting for the readers' chunks / room in the writer queue.
         self.waited = {"read": 0.0, "write": 0.0}
         self._buffers: dict[str, Rows] = {p.table: [] for p in projections}
+        self._chunks: asyncio.Queue[_Chunk | None] = asyncio.Queue(maxsize=2)
+        self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
 
-    async def load(self, until: int) -> int:
+    async def load(self, until: int, readers: Sequence[tuple[asyncpg.Connection, Bounds]]) -> int:
         """Fold and write every event with position <= `until`; returns how many were read."""
-        queue: _Queue = asyncio.Queue(maxsize=2)
         await _fast_compression(self.writer)
         # Millions of short-lived objects (events, states, rows) that form no cycles: collecting
         # the youngest generation every 700 allocations, the default, scans them for nothing.
         thresholds = gc.get_threshold()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
         try:
-            await together(self._write(queue), self._read(until, queue))
+            await together(
+                self._write(),
+                self._fold_all(len(readers)),
+                *(self._read(conn, until, bounds) for conn, bounds in readers),
+            )
         finally:
             gc.set_threshold(*thresholds)
         return self.events
 
-    async def _read(self, until: int, queue: _Queue) -> None:
-        cursor = await self.reader.cursor(READ_BY_TICKET, until)
+    async def _read(self, conn: asyncpg.Connection, until: int, bounds: Bounds) -> None:
+        """Chunks of whole tickets from one range, the next one always being fetched."""
+        cursor = await conn.cursor(READ_BY_TICKET, until, *bounds)
         carry: list[asyncpg.Record] = []
         pending = asyncio.ensure_future(cursor.fetch(self.fetch_size))
         try:
-            while rows := await self._waiting("read", pending):
+            while rows := await pending:
                 pending = asyncio.ensure_future(cursor.fetch(self.fetch_size))
                 rows = carry + rows if carry else rows
                 cut = _last_ticket_start(rows)
                 carry = rows[cut:]
-                await self._fold(rows[:cut], queue)
-            await self._fold(carry, queue)
-            for projection in self.projections:
-                await self._flush(projection, queue)
-            await self._waiting("write", queue.put(None))
+                if cut:
+                    await self._chunks.put(rows[:cut])
+            await self._chunks.put(carry)
+            await self._chunks.put(None)
         finally:
             if not pending.done():
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, asyncpg.InterfaceError):
                     await pending
 
-    async def _fold(self, rows: Sequence[asyncpg.Record], queue: _Queue) -> None:
+    async def _fold_all(self, readers: int) -> None:
+        while readers:
+            chunk = await self._waiting("read", self._chunks.get())
+            if chunk is None:
+                readers -= 1
+            else:
+                await self._fold(chunk)
+        for projection in self.projections:
+            await self._flush(projection)
+        await self._waiting("write", self._batches.put(None))
+
+    async def _fold(self, rows: _Chunk) -> None:
         if not rows:
             return
         events = [StoredEvent(row[1], _decoder.decode(row[2]), row[3]) for row in rows]
         for projection in self.projections:
-            await asyncio.sleep(0)  # let the prefetched chunk arrive meanwhile
+            await asyncio.sleep(0)  # let the readers' chunks arrive meanwhile
             states: dict[Any, Any] = {}
             fold_into(projection, states, events)
             buffer = self._buffers[projection.table]
             buffer.extend(map(projection.row, states.values()))
             if len(buffer) >= self.copy_size:
-                await self._flush(projection, queue)
+                await self._flush(projection)
         self.events += len(rows)
         self.progress.advance(len(rows))
 
-    async def _flush(self, projection: Projection[Any, Any], queue: _Queue) -> None:
+    async def _flush(self, projection: Projection[Any, Any]) -> None:
         buffer = self._buffers[projection.table]
         if buffer:
             self._buffers[projection.table] = []
-            await self._waiting("write", queue.put((projection, buffer)))
+            await self._waiting("write", self._batches.put((projection, buffer)))
 
     async def _waiting(self, what: str, awaitable: Awaitable[T]) -> T:
         """Await, adding the time spent to `waited[what]`: where the pipeline is held up."""
@@ -159,8 +222,8 @@ class Loader:
         finally:
             self.waited[what] += time.perf_counter() - started
 
-    async def _write(self, queue: _Queue) -> None:
-        while (batch := await queue.get()) is not None:
+    async def _write(self) -> None:
+        while (batch := await self._batches.get()) is not None:
             projection, rows = batch
             await self.writer.copy_records_to_table(
                 projection.table,

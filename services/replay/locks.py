@@ -34,6 +34,7 @@ WHERE locktype = 'advisory' AND granted AND objsubid = 1
 LIMIT 1
 """
 SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, false)"
+RESET_LOCK_TIMEOUT = "RESET lock_timeout"
 LOCK = "SELECT pg_advisory_lock($1)"
 UNLOCK = "SELECT pg_advisory_unlock($1)"
 
@@ -77,7 +78,7 @@ async def appends_paused(conn: Conn, seconds: float) -> AsyncIterator[None]:
     except asyncpg.LockNotAvailableError as exc:
         raise LockTimeout(f"appends could not be paused within {seconds:g} s") from exc
     finally:
-        await conn.execute(SET_LOCK_TIMEOUT, "0")
+        await conn.execute(RESET_LOCK_TIMEOUT)
     try:
         yield
     finally:

@@ -48,12 +48,16 @@ class Progress:
             self._logged = now
             self._log("replay_progress")
 
-    def close(self) -> None:
+    def close(self, **details: object) -> None:
+        """The phase is over: a last line, with whatever else the caller knows about it."""
+        self.total = self.done  # the total was an estimate
         if self._bar is not None:
+            self._bar.total = self.done
+            self._bar.refresh()
             self._bar.close()
-        self._log("replay_phase_done")
+        self._log("replay_phase_done", **details)
 
-    def _log(self, event: str) -> None:
+    def _log(self, event: str, **details: object) -> None:
         seconds = self.seconds
         rate = self.done / seconds if seconds > 0 else 0.0
         remaining = max(0, self.total - self.done)
@@ -65,4 +69,5 @@ class Progress:
             events_per_second=round(rate),
             eta_seconds=round(remaining / rate, 1) if rate > 0 else None,
             seconds=round(seconds, 2),
+            **details,
         )

@@ -35,30 +35,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import structlog
 
-from services.replay import schema
+from services.replay import schema, snapshots
 from services.replay.catchup import catch_up, quiet
-from services.replay.comparison import TableComparison, compare
+from services.replay.comparison import TableComparison, compare, log_comparisons
 from services.replay.faults import AFTER_COPY, BEFORE_SWAP_COMMIT, fault_point
-from services.replay.loader import Loader
+from services.replay.loader import bulk_load
 from services.replay.locks import LockTimeout, appends_paused, milliseconds, replay_lock
-from services.replay.progress import Progress
-from services.replay.tasks import together
+from services.replay.tasks import spread
 from shared.errors import DeskLedgerError
-from shared.eventstore import APPEND_LOCK_KEY, TAKE_APPEND_LOCK, high_water_mark
+from shared.eventstore import APPEND_LOCK_KEY, TAKE_APPEND_LOCK
 from shared.projections.base import Projection
 
 log = structlog.get_logger()
 
-COUNT_UNTIL = "SELECT count(*) FROM events WHERE position <= $1"
-EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
-SET_SNAPSHOT = "SELECT format('SET TRANSACTION SNAPSHOT %L', $1::text)"
 SET_LOCAL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
 # A catch-up pass that finds no more than this many events is close enough to the head.
 CLOSE_ENOUGH = 2000
@@ -75,6 +70,8 @@ class RebuildOptions:
     projections: tuple[Projection[Any, Any], ...]
     dry_run: bool = False
     fetch_size: int = 2000
+    # Connections reading the store side by side (turning jsonb into text is the server's work).
+    readers: int = 2
     lock_timeout: float = 2.0
     attempts: int = 10
     listed_keys: int = 1000
@@ -107,44 +104,38 @@ class Rebuild:
     async def run(self) -> RebuildReport:
         """Rebuild, compare and (unless a dry run) swap; the live tables change only at the swap."""
         async with replay_lock(self.database_url):
-            reader = await asyncpg.connect(self.database_url)
-            writer = await asyncpg.connect(self.database_url)
+            conns = [
+                await asyncpg.connect(self.database_url)
+                for _ in range(1 + max(1, self.options.readers))
+            ]
+            writer, readers = conns[0], conns[1:]
             try:
-                await self._run(reader, writer)
+                await self._run(writer, readers)
             except BaseException:
-                await _close(reader)  # first: it may hold the append lock, workers wait on it
+                await _close(*readers)  # first: one may hold the append lock, workers wait
                 await _clean_up(writer)
                 raise
             finally:
-                await _close(reader, writer)
+                await _close(*conns)
         return self.report
 
-    async def _run(self, reader: asyncpg.Connection, writer: asyncpg.Connection) -> None:
-        self.live = live = await schema.live_schema(writer, self.tables)
-        await schema.create_rebuild(writer, live, self.tables)
-        last = await self._bulk(reader, writer)
+    async def _run(self, writer: asyncpg.Connection, readers: list[asyncpg.Connection]) -> None:
+        self.live = await schema.live_schema(writer, self.tables)
+        await schema.create_rebuild(writer, self.live, self.tables)
+        last, loader = await bulk_load(readers, writer, self.projections, self.options.fetch_size)
+        self.report.events += loader.events
+        self.report.rows += loader.rows
         fault_point(AFTER_COPY)
-        for table in self.tables:
-            await schema.finish_tables(writer, live, table)
+        await spread(self.tables, [writer, *readers], self._finish_table)
         last = await self._catch_up(writer, last)
-        last = await self._compare(reader, writer, live, last)
+        last = await self._compare(writer, readers, last)
         if self.options.dry_run:
             await schema.drop_rebuild(writer)
         else:
-            await self._swap(writer, live, last)
+            await self._swap(writer, last)
 
-    async def _bulk(self, reader: asyncpg.Connection, writer: asyncpg.Connection) -> int:
-        """Fold every event of one snapshot into the twins; returns its high-water mark."""
-        async with reader.transaction(isolation="repeatable_read", readonly=True):
-            until = await high_water_mark(reader)
-            progress = Progress("rebuild", await reader.fetchval(COUNT_UNTIL, until))
-            loader = Loader(
-                reader, writer, self.projections, progress, fetch_size=self.options.fetch_size
-            )
-            self.report.events += await loader.load(until)
-            self.report.rows += loader.rows
-        progress.close()
-        return until
+    async def _finish_table(self, conn: asyncpg.Connection, table: str) -> None:
+        await schema.finish_tables(conn, self.live, table)
 
     async def _catch_up_once(self, conn: asyncpg.Connection, last: int) -> tuple[int, int]:
         async with conn.transaction(isolation="repeatable_read"):
@@ -164,11 +155,11 @@ class Rebuild:
         return last
 
     async def _compare(
-        self, reader: asyncpg.Connection, writer: asyncpg.Connection, live: str, last: int
+        self, writer: asyncpg.Connection, readers: list[asyncpg.Connection], last: int
     ) -> int:
         for attempt in range(1, self.options.attempts + 1):
             try:
-                return await self._compare_once(reader, writer, live, last)
+                return await self._compare_once(writer, readers, last)
             except LockTimeout:
                 log.warning("replay_compare_postponed", attempt=attempt)
                 last = await self._catch_up(writer, last)
@@ -179,46 +170,43 @@ class Rebuild:
         )
 
     async def _compare_once(
-        self, reader: asyncpg.Connection, writer: asyncpg.Connection, live: str, last: int
+        self, writer: asyncpg.Connection, readers: list[asyncpg.Connection], last: int
     ) -> int:
-        """Twins and live tables in one snapshot that reflects the same events on both sides."""
-        async with appends_paused(reader, self.options.lock_timeout):
+        """Twins and live tables in one snapshot that reflects the same events on both sides.
+
+        Appends are paused only while the twins take the last few events and the snapshot is
+        taken; the comparison itself runs with appends going on, in that snapshot.
+        """
+        exporter, *others = readers
+        async with appends_paused(exporter, self.options.lock_timeout):
             last, _ = await self._catch_up_once(writer, last)
-            exporting = reader.transaction(isolation="repeatable_read", readonly=True)
+            exporting = exporter.transaction(isolation="repeatable_read", readonly=True)
             await exporting.start()
-            snapshot = await reader.fetchval(EXPORT_SNAPSHOT)
+            # Taken here, before appends resume: BEGIN alone takes no snapshot.
+            snapshot = await snapshots.export(exporter)
         try:
-            # Built before BEGIN: SET TRANSACTION SNAPSHOT must come before any query in it.
-            importing = await writer.fetchval(SET_SNAPSHOT, snapshot)
-            async with writer.transaction(isolation="repeatable_read", readonly=True):
-                await writer.execute(importing)
-                self.report.comparisons = await self._compare_tables((reader, writer), live)
+            async with snapshots.joined(snapshot, [writer, *others]):
+                self.report.comparisons = await self._compare_tables([writer, *readers])
         finally:
             await exporting.rollback()
-        _log_comparisons(self.report.comparisons, last)
+        log_comparisons(self.report.comparisons, last)
         return last
 
-    async def _compare_tables(
-        self, conns: Sequence[asyncpg.Connection], live: str
-    ) -> list[TableComparison]:
-        """Each connection takes the next table when it is free (both are in one snapshot)."""
-        pending = list(self.tables)
+    async def _compare_tables(self, conns: list[asyncpg.Connection]) -> list[TableComparison]:
+        """Every connection is in the one snapshot; each compares the next table when free."""
         done: dict[str, TableComparison] = {}
 
-        async def take(conn: asyncpg.Connection) -> None:
-            while pending:
-                table = pending.pop(0)
-                done[table] = await compare(
-                    conn, live, schema.REBUILD_SCHEMA, table, self.options.listed_keys
-                )
+        async def compare_table(conn: asyncpg.Connection, table: str) -> None:
+            limit = self.options.listed_keys
+            done[table] = await compare(conn, self.live, schema.REBUILD_SCHEMA, table, limit)
 
-        await together(*(take(conn) for conn in conns))
+        await spread(self.tables, conns, compare_table)
         return [done[table] for table in self.tables]
 
-    async def _swap(self, conn: asyncpg.Connection, live: str, last: int) -> None:
+    async def _swap(self, conn: asyncpg.Connection, last: int) -> None:
         for attempt in range(1, self.options.attempts + 1):
             try:
-                await self._swap_once(conn, live, last)
+                await self._swap_once(conn, last)
                 return
             except asyncpg.LockNotAvailableError:
                 log.warning("replay_swap_postponed", attempt=attempt)
@@ -234,36 +222,19 @@ class Rebuild:
             "is reading or writing them (see pg_stat_activity); the live tables are unchanged"
         )
 
-    async def _swap_once(self, conn: asyncpg.Connection, live: str, last: int) -> None:
+    async def _swap_once(self, conn: asyncpg.Connection, last: int) -> None:
         async with conn.transaction():
             await conn.execute(SET_LOCAL_LOCK_TIMEOUT, milliseconds(self.options.lock_timeout))
             await conn.execute(TAKE_APPEND_LOCK, APPEND_LOCK_KEY)
             await schema.use_rebuild(conn, self.live)
             last, count = await catch_up(conn, self.projections, last, self.options.fetch_size)
-            await schema.lock_live(conn, live, self.tables)
-            await schema.swap(conn, live, self.tables)
+            await schema.lock_live(conn, self.live, self.tables)
+            await schema.swap(conn, self.live, self.tables)
             fault_point(BEFORE_SWAP_COMMIT)
         self.report.events += count
         self.report.caught_up += count
         self.report.swapped = True
         log.info("projection_rebuilt", tables=list(self.tables), position=last, events=count)
-
-
-def _log_comparisons(comparisons: Sequence[TableComparison], position: int) -> None:
-    for c in comparisons:
-        log.info(
-            "projection_compared",
-            table=c.table,
-            position=position,
-            live_rows=c.live_rows,
-            rebuilt_rows=c.rebuilt_rows,
-            differing=c.differing,
-        )
-        for key, kind in c.keys:
-            log.warning("projection_difference", table=c.table, key=key, kind=kind)
-        if c.differing > len(c.keys):
-            unlisted = c.differing - len(c.keys)
-            log.warning("projection_differences_not_listed", table=c.table, count=unlisted)
 
 
 async def _clean_up(conn: asyncpg.Connection) -> None:

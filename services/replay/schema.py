@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import asyncpg
+
 from shared.db import Conn
 from shared.errors import DeskLedgerError
 
@@ -163,7 +165,14 @@ async def finish_tables(conn: Conn, live: str, table: str) -> None:
                 f"cannot copy index {row['name']} of {live}.{table}: unexpected definition; "
                 "nothing was swapped"
             )
-        await conn.execute(row["statement"])
+        try:
+            await conn.execute(row["statement"])
+        except asyncpg.UniqueViolationError as exc:
+            raise SchemaError(
+                f"the rebuilt {table} breaks its index {row['name']}: {exc.detail}; a projection "
+                "key that belongs to more than one ticket cannot be folded ticket by ticket; "
+                "nothing was swapped"
+            ) from exc
     await _run_built(conn, ANALYZE, REBUILD_SCHEMA, table)
 
 
