@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -84,6 +85,21 @@ def _first_call_waits(
     return wrapper
 
 
+def _then(
+    original: Callable[..., AbstractAsyncContextManager[None]],
+    after: Callable[[], Awaitable[None]],
+) -> Callable[..., AbstractAsyncContextManager[None]]:
+    """The context manager `original`, whose exit then waits for `after()`."""
+
+    @asynccontextmanager
+    async def wrapper(*args: Any) -> AsyncIterator[None]:
+        async with original(*args):
+            yield
+        await after()
+
+    return wrapper
+
+
 async def _until_a_writer_waits(database_url: str) -> None:
     """Until some writer is blocked on the append lock (the swap holds it)."""
     conn = await asyncpg.connect(database_url)
@@ -111,6 +127,10 @@ async def test_replay_under_writers_loses_and_doubles_nothing(
         # Events are appended after the bulk load's snapshot, before the first catch-up...
         monkeypatch.setattr(
             rebuild, "catch_up", _first_call_waits(rebuild.catch_up, lambda: writers.after(2))
+        )
+        # ...and as soon as appends resume after the comparison's snapshot was taken...
+        monkeypatch.setattr(
+            rebuild, "appends_paused", _then(rebuild.appends_paused, lambda: writers.after(2))
         )
         # ...and a writer is blocked on the append lock while the swap holds it.
         monkeypatch.setattr(
