@@ -40,9 +40,9 @@ GOOD_OUTCOMES = frozenset({"recorded", "duplicate"})
 
 @dataclass
 class Summary:
-    sent: int = 0  # distinct webhooks
+    sent: int = 0  # distinct facts sent (a webhook sent twice on purpose counts once)
     attempts: int = 0  # HTTP requests, retries included
-    acknowledged: int = 0  # webhooks answered 200
+    acknowledged: int = 0  # facts with a 200
     stored: int = 0  # sent webhooks that are an event
     lost: int = 0  # acknowledged, not an event
     duplicated: int = 0  # events beyond the first per (type, source_id)
@@ -79,7 +79,8 @@ async def check(database_url: str, driver: Driver | Iterable[Sent]) -> Summary:
     sent = driver.sent if isinstance(driver, Driver) else list(driver)
     conn = await asyncpg.connect(database_url)
     try:
-        summary = Summary(sent=len(sent), attempts=sum(len(s.attempts) for s in sent))
+        keys = {s.webhook.key for s in sent}
+        summary = Summary(sent=len(keys), attempts=sum(len(s.attempts) for s in sent))
         summary.statuses = _statuses(sent)
         await _check_events(conn, sent, summary)
         await _check_outcomes(conn, sent, summary)
