@@ -8,6 +8,10 @@ connection, so a crash never leaves it behind.
 on one key conflict with each other, and every appending transaction takes the transaction-level
 one first (`shared.eventstore`), so while it is held no append is in flight and none can start.
 A lock_timeout bounds the wait: waiting for it would queue every worker behind the replay.
+
+While the replay holds the append lock, a replay process that stops responding (suspended with
+Ctrl-Z, a debugger, a frozen VM) must not stall the workers for long: its sessions get idle
+timeouts (`STALLED_SESSION`), after which PostgreSQL ends them and the locks go with them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,16 @@ LIMIT 1
 """
 SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, false)"
 RESET_LOCK_TIMEOUT = "RESET lock_timeout"
+# Far above any gap between a working replay's statements, far below what stalls ingestion.
+STALLED_SESSION = "30s"
+SET_STALL_LIMIT = "SELECT set_config('idle_session_timeout', $1, false)"
+RESET_STALL_LIMIT = "RESET idle_session_timeout"
+# The same for the transaction that swaps the tables, with its lock_timeout.
+SET_LOCAL_LIMITS = """
+SELECT
+    set_config('lock_timeout', $1, true),
+    set_config('idle_in_transaction_session_timeout', $2, true)
+"""
 LOCK = "SELECT pg_advisory_lock($1)"
 UNLOCK = "SELECT pg_advisory_unlock($1)"
 
@@ -71,7 +85,12 @@ def milliseconds(seconds: float) -> str:
 
 @asynccontextmanager
 async def appends_paused(conn: Conn, seconds: float) -> AsyncIterator[None]:
-    """No event is appended while the block runs; LockTimeout after `seconds` of waiting."""
+    """No event is appended while the block runs; LockTimeout after `seconds` of waiting.
+
+    `conn` must stay outside any transaction meanwhile: it only holds the lock, and its idle
+    timeout is what frees the workers should this process stop responding.
+    """
+    await conn.execute(SET_STALL_LIMIT, STALLED_SESSION)
     await conn.execute(SET_LOCK_TIMEOUT, milliseconds(seconds))
     try:
         await conn.execute(LOCK, APPEND_LOCK_KEY)
@@ -83,3 +102,4 @@ async def appends_paused(conn: Conn, seconds: float) -> AsyncIterator[None]:
         yield
     finally:
         await conn.execute(UNLOCK, APPEND_LOCK_KEY)
+        await conn.execute(RESET_STALL_LIMIT)

@@ -46,7 +46,14 @@ from services.replay.catchup import catch_up, quiet
 from services.replay.comparison import TableComparison, compare, log_comparisons
 from services.replay.faults import AFTER_COPY, BEFORE_SWAP_COMMIT, fault_point
 from services.replay.loader import bulk_load
-from services.replay.locks import LockTimeout, appends_paused, milliseconds, replay_lock
+from services.replay.locks import (
+    SET_LOCAL_LIMITS,
+    STALLED_SESSION,
+    LockTimeout,
+    appends_paused,
+    milliseconds,
+    replay_lock,
+)
 from services.replay.tasks import spread
 from shared.errors import DeskLedgerError
 from shared.eventstore import APPEND_LOCK_KEY, TAKE_APPEND_LOCK
@@ -54,7 +61,6 @@ from shared.projections.base import Projection
 
 log = structlog.get_logger()
 
-SET_LOCAL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
 # A catch-up pass that finds no more than this many events is close enough to the head.
 CLOSE_ENOUGH = 2000
 MAX_CATCH_UP_PASSES = 20
@@ -177,15 +183,14 @@ class Rebuild:
         Appends are paused only while the twins take the last few events and the snapshot is
         taken; the comparison itself runs with appends going on, in that snapshot.
         """
-        exporter, *others = readers
-        async with appends_paused(exporter, self.options.lock_timeout):
+        async with appends_paused(readers[0], self.options.lock_timeout):
             last, _ = await self._catch_up_once(writer, last)
-            exporting = exporter.transaction(isolation="repeatable_read", readonly=True)
+            exporting = writer.transaction(isolation="repeatable_read", readonly=True)
             await exporting.start()
             # Taken here, before appends resume: BEGIN alone takes no snapshot.
-            snapshot = await snapshots.export(exporter)
+            snapshot = await snapshots.export(writer)
         try:
-            async with snapshots.joined(snapshot, [writer, *others]):
+            async with snapshots.joined(snapshot, readers):
                 self.report.comparisons = await self._compare_tables([writer, *readers])
         finally:
             await exporting.rollback()
@@ -224,7 +229,9 @@ class Rebuild:
 
     async def _swap_once(self, conn: asyncpg.Connection, last: int) -> None:
         async with conn.transaction():
-            await conn.execute(SET_LOCAL_LOCK_TIMEOUT, milliseconds(self.options.lock_timeout))
+            await conn.execute(
+                SET_LOCAL_LIMITS, milliseconds(self.options.lock_timeout), STALLED_SESSION
+            )
             await conn.execute(TAKE_APPEND_LOCK, APPEND_LOCK_KEY)
             await schema.use_rebuild(conn, self.live)
             last, count = await catch_up(conn, self.projections, last, self.options.fetch_size)

@@ -2,7 +2,7 @@
 
 Rejected deliveries are read in chunks in `(received_at, delivery_id)` order, keyset-paginated so
 that the ones still rejected (they keep the outcome, with their new error) are not read twice,
-and bounded by the moment the run started so that it ends while workers keep rejecting. Each
+and limited to those rejected before the run started, so that it ends while workers go on. Each
 chunk is decoded with the worker's `decode` and written with `rerecord`: one transaction under
 the append lock that appends the new events (a duplicate of a stored event stays one event,
 I3), folds them into the live projections and updates the outcomes.
@@ -35,7 +35,7 @@ SELECT
     body_sha256
 FROM deliveries
 WHERE outcome = 'rejected'
-  AND received_at <= $1
+  AND processed_at <= $1
   AND (received_at, delivery_id) > ($2, $3)
 ORDER BY received_at, delivery_id
 LIMIT $4
