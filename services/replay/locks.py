@@ -25,6 +25,8 @@ from shared.db import Conn
 from shared.errors import DeskLedgerError
 from shared.eventstore import APPEND_LOCK_KEY
 
+# How the replay's sessions show in pg_stat_activity, for operators watching it.
+APPLICATION_NAME = "deskledger replay"
 # pg_advisory_lock key of `replay`: any constant, kept forever (migrate ...001, appends ...002).
 REPLAY_LOCK_KEY = 7_204_611_833_092_003
 
@@ -64,7 +66,7 @@ class LockTimeout(DeskLedgerError):
 @asynccontextmanager
 async def replay_lock(database_url: str) -> AsyncIterator[None]:
     """Hold the replay lock for the block, or raise ReplayBusy at once."""
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     try:
         if not await conn.fetchval(TRY_LOCK, REPLAY_LOCK_KEY):
             pid = await conn.fetchval(HOLDER, REPLAY_LOCK_KEY)
@@ -77,6 +79,13 @@ async def replay_lock(database_url: str) -> AsyncIterator[None]:
     finally:
         # Closing the connection releases the session lock.
         await conn.close()
+
+
+async def connect(database_url: str) -> asyncpg.Connection:
+    """A connection of the replay's own, named so in pg_stat_activity."""
+    return await asyncpg.connect(
+        database_url, server_settings={"application_name": APPLICATION_NAME}
+    )
 
 
 def milliseconds(seconds: float) -> str:

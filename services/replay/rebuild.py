@@ -51,6 +51,7 @@ from services.replay.locks import (
     STALLED_SESSION,
     LockTimeout,
     appends_paused,
+    connect,
     milliseconds,
     replay_lock,
 )
@@ -111,8 +112,7 @@ class Rebuild:
         """Rebuild, compare and (unless a dry run) swap; the live tables change only at the swap."""
         async with replay_lock(self.database_url):
             conns = [
-                await asyncpg.connect(self.database_url)
-                for _ in range(1 + max(1, self.options.readers))
+                await connect(self.database_url) for _ in range(1 + max(1, self.options.readers))
             ]
             writer, readers = conns[0], conns[1:]
             try:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
-from services.replay.locks import replay_lock
+from services.replay.locks import connect, replay_lock
 from shared.recording import Decoded, Delivery, decode, rerecord
 
 log = structlog.get_logger()
@@ -82,7 +82,7 @@ class Reprocessing:
 
     async def run(self) -> ReprocessReport:
         async with replay_lock(self.database_url):
-            conn = await asyncpg.connect(self.database_url)
+            conn = await connect(self.database_url)
             try:
                 await self._run(conn)
             finally:
