@@ -100,22 +100,25 @@ async def measure(bench: Bench, rate: int, seconds: float, warmup: float) -> dic
         await until_logged(worker, "worker_consuming")
         poller = Poller(url)
         polling = asyncio.create_task(poller.run())
+        cpu = (ingress.cpu_seconds(), worker.cpu_seconds(), time.monotonic())
         sent = await open_loop(base + "/webhooks/usedesk", bodies, rate)
-        await _until_quiet(url, len(sent))
+        await _until_quiet(url, sum(1 for s in sent if s.status == 200))
+        busy = (ingress.cpu_seconds() - cpu[0], worker.cpu_seconds() - cpu[1])
+        elapsed = time.monotonic() - cpu[2]
         poller.stopping.set()
         await polling
     await bench.drop_topology(prefix)
-    return _summary(sent, poller.seen, await _db_latencies(url), sent[0].scheduled + warmup)
+    summary = _summary(sent, poller.seen, await _db_latencies(url), sent[0].scheduled + warmup)
+    summary["ingress_cpu_share"] = busy[0] / elapsed
+    summary["worker_cpu_share"] = busy[1] / elapsed
+    return summary
 
 
 def _summary(
     sent: list[Sent], seen: dict[uuid.UUID, float], db: list[float], counted_from: float
 ) -> dict[str, float]:
     counted = [s for s in sent if s.scheduled >= counted_from]
-    failed = sum(1 for s in counted if s.status != 200)
-    if failed:
-        raise RuntimeError(f"{failed} of {len(counted)} webhooks were not answered 200")
-    http = sorted(s.answered - s.scheduled for s in counted)
+    http = sorted(s.answered - s.scheduled for s in counted if s.status == 200)
     visible = sorted(
         seen[key] - s.scheduled
         for s in counted
@@ -127,6 +130,7 @@ def _summary(
         "sender_lag_p99_ms": percentile(sorted(s.started - s.scheduled for s in counted), 0.99)
         * 1e3,
         "counted": len(counted),
+        "refused": sum(1 for s in counted if s.status != 200),
         "events": len(visible),
         "visible_p50_ms": percentile(visible, 0.5) * 1e3,
         "visible_p99_ms": percentile(visible, 0.99) * 1e3,
@@ -152,11 +156,12 @@ async def run(bench: Bench) -> list[Result]:
         baseline_value=m["http_p99_ms"],
         target=f"<= 250 ms at {RATE:,}/s",
         notes=(
-            f"POST to committed event+projection rows, {m['sent_rate']:.0f}/s offered; "
+            f"POST to committed event+projection rows, {m['sent_rate']:.0f}/s offered, "
+            f"{m['refused']:.0f} refused; "
             f"p50 {m['visible_p50_ms']:.0f} ms; http p50 {m['http_p50_ms']:.1f} ms; "
             f"db recorded_at-received_at p50/p99 {m['db_p50_ms']:.0f}/{m['db_p99_ms']:.0f} ms"
         ),
         details=m,
     )
     steady = m["sent_rate"] >= 0.95 * rate
-    return [judged(result, m["visible_p99_ms"] <= 250, steady, smoke=bench.smoke)]
+    return [judged(result, m["visible_p99_ms"] <= 250, steady, not m["refused"], smoke=bench.smoke)]

@@ -150,12 +150,18 @@ async def _drop_leftovers(admin: asyncpg.Connection, name: str) -> None:
 
 
 async def _clean(bench: Bench) -> None:
+    """Best effort: a broker or database that is down now must not hide the run's outcome."""
     for prefix in list(bench.prefixes):
         with contextlib.suppress(Exception):
             await bench.drop_topology(prefix)
-    admin = await asyncpg.connect(bench.urls.database("postgres"))
     try:
-        for name in [*bench.databases, bench.name]:
-            await _drop(admin, name)
-    finally:
-        await admin.close()
+        admin = await asyncpg.connect(bench.urls.database("postgres"))
+        try:
+            for name in [*bench.databases, bench.name]:
+                await _drop(admin, name)
+        finally:
+            await admin.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"[bench] could not drop {bench.name}*: {exc!r}", flush=True)
+    if bench.prefixes:
+        print(f"[bench] could not delete AMQP prefixes {bench.prefixes}", flush=True)

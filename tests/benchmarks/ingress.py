@@ -20,6 +20,7 @@ from tests.benchmarks.loadgen import closed_loop
 from tests.benchmarks.procs import (
     CLIENT_CORE,
     SERVER_CORE,
+    Process,
     free_port,
     pinned,
     python,
@@ -40,6 +41,7 @@ class Load:
     p99_ms: float
     requests: int
     errors: int
+    cpu_us_per_request: float = 0.0  # of the server process, during the measured run
 
 
 async def _wrk(url: str, bodies_path: Path, seconds: float) -> Load:
@@ -72,14 +74,23 @@ async def _wrk(url: str, bodies_path: Path, seconds: float) -> Load:
     )
 
 
-async def _load(bench: Bench, url: str, bodies: list[bytes], bodies_path: Path) -> Load:
+async def _load(
+    bench: Bench, server: Process, url: str, bodies: list[bytes], bodies_path: Path
+) -> Load:
     """Warm up, then measure; wrk in a full run, the Python closed loop in a smoke run."""
-    if bench.smoke or shutil.which("wrk") is None:
+    smoke = bench.smoke or shutil.which("wrk") is None
+    if smoke:
         await closed_loop(url, bodies, 4, 0.2)
+    else:
+        await _wrk(url, bodies_path, 2)
+    cpu = server.cpu_seconds()
+    if smoke:
         s = await closed_loop(url, bodies, 8, 0.5)
-        return Load(s.rate, s.percentile(0.5) * 1e3, s.percentile(0.99) * 1e3, s.requests, s.errors)
-    await _wrk(url, bodies_path, 2)
-    return await _wrk(url, bodies_path, 10)
+        load = Load(s.rate, s.percentile(0.5) * 1e3, s.percentile(0.99) * 1e3, s.requests, s.errors)
+    else:
+        load = await _wrk(url, bodies_path, 10)
+    load.cpu_us_per_request = (server.cpu_seconds() - cpu) / max(1, load.requests) * 1e6
+    return load
 
 
 async def _bare(bench: Bench, bodies: list[bytes], bodies_path: Path) -> Load:
@@ -88,7 +99,7 @@ async def _bare(bench: Bench, bodies: list[bytes], bodies_path: Path) -> Load:
     base = f"http://127.0.0.1:{port}"
     async with running(argv, dict(os.environ), bench.log_path("bare"), SERVER_CORE) as proc:
         await until_http_ok(proc, base + "/readyz")
-        return await _load(bench, base + WEBHOOK_PATH, bodies, bodies_path)
+        return await _load(bench, proc, base + WEBHOOK_PATH, bodies, bodies_path)
 
 
 async def _publish_loop(bench: Bench, bodies_path: Path) -> Load:
@@ -111,7 +122,9 @@ async def _publish_loop(bench: Bench, bodies_path: Path) -> Load:
     if done.returncode != 0:
         raise RuntimeError(f"publish loop failed: {done.stderr[-2000:]}")
     s = json.loads(done.stdout.splitlines()[-1])
-    return Load(s["rate"], s["p50_ms"], s["p99_ms"], int(s["published"]), 0)
+    return Load(
+        s["rate"], s["p50_ms"], s["p99_ms"], int(s["published"]), 0, s["cpu_us_per_publish"]
+    )
 
 
 async def _ingress(bench: Bench, bodies: list[bytes], bodies_path: Path) -> Load:
@@ -123,7 +136,7 @@ async def _ingress(bench: Bench, bodies: list[bytes], bodies_path: Path) -> Load
     try:
         async with running(argv, environ(settings), bench.log_path("ingress"), SERVER_CORE) as proc:
             await until_http_ok(proc, base + "/readyz")
-            return await _load(bench, base + WEBHOOK_PATH, bodies, bodies_path)
+            return await _load(bench, proc, base + WEBHOOK_PATH, bodies, bodies_path)
     finally:
         await bench.drop_topology(prefix)
 
@@ -145,7 +158,11 @@ async def run(bench: Bench) -> list[Result]:
         baseline=f"aio-pika confirmed-publish loop, {CONNECTIONS} publishers, one channel",
         baseline_value=loop.rate,
         target=">= 5,000/s and >= 0.9x the publish loop",
-        notes=f"one `deskledger ingress` process on core {SERVER_CORE}; {tool}",
+        notes=(
+            f"one `deskledger ingress` process on core {SERVER_CORE}; {tool}; server CPU per "
+            f"request: ingress {ours.cpu_us_per_request:.0f} us, publish loop "
+            f"{loop.cpu_us_per_request:.0f} us, bare aiohttp {bare.cpu_us_per_request:.0f} us"
+        ),
         details={"ingress": vars(ours), "publish_loop": vars(loop), "bare_aiohttp": vars(bare)},
     )
     latency = Result(

@@ -47,6 +47,15 @@ class Process:
     process: asyncio.subprocess.Process
     log_path: Path
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (0 once it is gone)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # Fields 14 and 15 of proc(5), counted after the command's closing parenthesis.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 

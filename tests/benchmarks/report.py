@@ -98,6 +98,30 @@ def table(results: list[Result], skipped: list[Skipped]) -> str:
     return "\n".join(lines)
 
 
+def markdown(
+    info: dict[str, Any], results: list[Result], skipped: list[Skipped], meta: dict[str, Any]
+) -> str:
+    """The table for docs/benchmarks.md, with the machine it ran on."""
+    lines = [
+        "| result | value | baseline | baseline value | ratio | target | met |",
+        "|---|---:|---|---:|---:|---|---|",
+    ]
+    for r in results:
+        met = {None: "", True: "yes", False: "**no**"}[r.meets_target]
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        lines.append(
+            f"| {r.name} | {_number(r.value)} {r.unit} | {r.baseline or '-'} | "
+            f"{_number(r.baseline_value)} | {ratio} | {r.target or '-'} | {met} |"
+        )
+    lines.extend(f"\nSkipped {s.part}: {s.reason}" for s in skipped)
+    machine = ", ".join(f"{key} {value}" for key, value in info.items())
+    lines.append(f"\nMachine: {machine}. Run: {meta['duration_seconds']:.0f} s, ")
+    lines[-1] += (
+        f"finished {meta['finished_at']}, load average at end {meta['load_average_at_end']}."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -150,6 +174,8 @@ async def machine(database_url: str, amqp_url: str) -> dict[str, Any]:
         "postgres_synchronous_commit": fsync,
         "rabbitmq": rabbitmq,
         "git_commit": _git_commit(),
+        # Other work on the machine skews every number: the load when the run began.
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -168,3 +194,4 @@ def write(
         "skipped": [asdict(s) for s in skipped],
     }
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.with_suffix(".md").write_text(markdown(info, results, skipped, meta), encoding="utf-8")

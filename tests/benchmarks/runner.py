@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import os
 import shutil
 import sys
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.logging import configure_logging
 from tests.benchmarks import report
 from tests.benchmarks.environment import BUILD, Bench, bench_environment
 from tests.benchmarks.report import Result, Skip, Skipped
@@ -85,6 +87,7 @@ async def run_part(part: Part, bench: Bench, results: list[Result], skipped: lis
 
 
 async def main_async(smoke: bool, only: Sequence[str], out: Path) -> int:
+    configure_logging("bench", "error", "console")
     started = time.perf_counter()
     results: list[Result] = []
     skipped: list[Skipped] = []
@@ -98,6 +101,7 @@ async def main_async(smoke: bool, only: Sequence[str], out: Path) -> int:
     seconds = time.perf_counter() - started
     meta = {
         "smoke": smoke,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_seconds": round(seconds, 1),
     }

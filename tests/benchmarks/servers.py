@@ -95,9 +95,9 @@ async def publish_loop(
                 await exchange.publish(message(body), ROUTING_KEY, mandatory=True, timeout=10)
                 latencies.append(time.perf_counter() - started)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(publisher(i) for i in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     latencies.sort()
     return {
         "published": len(latencies),
@@ -105,6 +105,7 @@ async def publish_loop(
         "rate": len(latencies) / elapsed,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "cpu_us_per_publish": cpu / len(latencies) * 1e6,
     }
 
 
