@@ -8,13 +8,16 @@ Safe while ingress and workers keep running. The steps, one replay at a time (`l
    <= P into the twins with COPY (`loader`), then build their indexes and statistics;
 3. catch up: fold the events appended since with `base.apply`, pass after pass, until a pass
    finds only a few (`catchup`);
-4. compare: pause appends for a moment, apply the last few events, export a snapshot, let
-   appends go on. In that snapshot the twins and the live tables reflect exactly the same
-   events, so every difference found is real; two connections compare the tables in it;
+4. compare: pause appends for a moment (hold the append lock at session level), bring the twins
+   to the last event, take and export a snapshot, let appends go on. In that snapshot the twins
+   and the live tables reflect exactly the same events, so every difference found is real, and
+   the comparison (a scan of both sides) runs on every connection while the workers go on:
+   comparing inside the swap transaction would stall them for as long as the scan takes;
 5. swap: one short transaction takes the append lock, applies the events appended since the
-   compare, locks the live tables, drops them and moves the twins in. A lock_timeout bounds
-   every wait (a long reader must not stall the workers); on timeout it rolls back and the swap
-   is tried again after another catch-up.
+   compare, locks the live tables, drops them and moves the twins in (dropping directly rather
+   than moving them to a throwaway schema first: within one transaction it is the same). A
+   lock_timeout bounds every wait (a long reader must not stall the workers); on timeout it
+   rolls back and the swap is tried again after another catch-up.
 
 Why no event is missed or applied twice across the swap:
 - appends are serialised (`shared.eventstore`), so a snapshot holds exactly the events up to its
@@ -68,8 +71,8 @@ MAX_CATCH_UP_PASSES = 20
 CLEAN_UP_SECONDS = 10.0
 
 
-class SwapError(DeskLedgerError):
-    """The rebuilt tables could not be swapped in; the live tables are as they were."""
+class RebuildError(DeskLedgerError):
+    """The rebuild could not finish; the live tables are as they were."""
 
 
 @dataclass(frozen=True)
@@ -111,15 +114,15 @@ class Rebuild:
     async def run(self) -> RebuildReport:
         """Rebuild, compare and (unless a dry run) swap; the live tables change only at the swap."""
         async with replay_lock(self.database_url):
-            conns = [
-                await connect(self.database_url) for _ in range(1 + max(1, self.options.readers))
-            ]
-            writer, readers = conns[0], conns[1:]
+            conns: list[asyncpg.Connection] = []
             try:
-                await self._run(writer, readers)
+                for _ in range(1 + max(1, self.options.readers)):
+                    conns.append(await connect(self.database_url))
+                await self._run(conns[0], conns[1:])
             except BaseException:
-                await _close(*readers)  # first: one may hold the append lock, workers wait
-                await _clean_up(writer)
+                await _close(*conns[1:])  # first: a reader may hold the append lock
+                if conns:
+                    await _clean_up(conns[0])
                 raise
             finally:
                 await _close(*conns)
@@ -169,7 +172,7 @@ class Rebuild:
             except LockTimeout:
                 log.warning("replay_compare_postponed", attempt=attempt)
                 last = await self._catch_up(writer, last)
-        raise SwapError(
+        raise RebuildError(
             "appends could not be paused for the comparison within "
             f"{self.options.lock_timeout:g} s, {self.options.attempts} times: a transaction "
             "holds the append lock for long (see pg_stat_activity); the live tables are unchanged"
@@ -217,11 +220,11 @@ class Rebuild:
                 log.warning("replay_swap_postponed", attempt=attempt)
                 last = await self._catch_up(conn, last)
             except asyncpg.DependentObjectsStillExistError as exc:
-                raise SwapError(
+                raise RebuildError(
                     f"cannot replace the live tables: {exc}; {exc.detail or ''} "
                     "(drop or recreate the dependent objects); the live tables are unchanged"
                 ) from exc
-        raise SwapError(
+        raise RebuildError(
             f"the live tables could not be locked for the swap within "
             f"{self.options.lock_timeout:g} s, {self.options.attempts} times; a long transaction "
             "is reading or writing them (see pg_stat_activity); the live tables are unchanged"

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
+from structlog.testing import capture_logs
 
 from services.replay.locks import REPLAY_LOCK_KEY, ReplayBusy
+from services.replay.rebuild import RebuildError
 from shared.events import Event
 from shared.recording import record
 from shared.settings import Settings
@@ -232,5 +235,52 @@ async def test_a_view_on_a_live_table_stops_the_swap_cleanly(
     assert status == 1
     assert "cannot replace the live tables" in err
     assert "the live tables are unchanged" in err
+    assert await table_oids(db) == oids
+    assert await leftovers(db) == []
+
+
+async def _postponed(logs: list[dict[str, object]], then: Callable[[], Awaitable[object]]) -> None:
+    """Once the replay has logged that it postponed the swap, run `then`."""
+    # Polled: the captured log list has nothing to wait on.
+    while True:
+        if any(line["event"] == "replay_swap_postponed" for line in logs):
+            await then()
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_a_long_reader_postpones_the_swap_which_then_goes_through(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    await _recorded_stories(settings, db, 2)
+    before = await projection_rows(db)
+    reader = await asyncpg.connect(settings.database_url)
+    try:
+        await reader.execute("BEGIN")
+        await reader.fetch("SELECT count(*) FROM tickets")  # holds tickets until COMMIT
+        with capture_logs() as logs:
+            releasing = asyncio.create_task(_postponed(logs, lambda: reader.execute("COMMIT")))
+            report = await replay(settings.database_url, lock_timeout=0.2)
+            await releasing
+    finally:
+        await reader.close()
+    assert report.swapped
+    assert await projection_rows(db) == before
+
+
+async def test_a_reader_that_never_lets_go_makes_the_replay_give_up_cleanly(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    await _recorded_stories(settings, db, 2)
+    oids = await table_oids(db)
+    reader = await asyncpg.connect(settings.database_url)
+    try:
+        await reader.execute("BEGIN")
+        await reader.fetch("SELECT count(*) FROM ticket_ratings")
+        with pytest.raises(RebuildError, match="could not be locked for the swap"):
+            await replay(settings.database_url, lock_timeout=0.1, attempts=2)
+        await reader.execute("COMMIT")
+    finally:
+        await reader.close()
     assert await table_oids(db) == oids
     assert await leftovers(db) == []
