@@ -31,11 +31,13 @@ APPLICATION_NAME = "deskledger replay"
 REPLAY_LOCK_KEY = 7_204_611_833_092_003
 
 TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
-# A bigint advisory key is stored as classid (high 32 bits) and objid (low 32 bits).
+# A bigint advisory key is stored as classid (high 32 bits) and objid (low 32 bits); advisory
+# locks belong to a database, and other databases on the server have replays of their own.
 HOLDER = """
 SELECT pid
 FROM pg_locks
 WHERE locktype = 'advisory' AND granted AND objsubid = 1
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND classid::bigint = ($1::bigint >> 32) AND objid::bigint = ($1::bigint & 4294967295)
 LIMIT 1
 """

@@ -22,7 +22,10 @@ from tests.helpers.worker import drain, publish
 
 SEEDED = 20
 WAITING_FOR_APPEND_LOCK = """
-SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+SELECT count(*)
+FROM pg_locks
+WHERE locktype = 'advisory' AND NOT granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
 
