@@ -115,7 +115,10 @@ def supervise(count: int) -> int:
         failed = False
         while children:
             code = _reap(children)
-            if code != 0 or not stopping:
+            # A child that a forwarded signal ended before it had installed its own handler
+            # (still importing) stopped as asked; anything else is a failure.
+            asked = stopping and code in (-signal.SIGTERM, -signal.SIGINT)
+            if (code != 0 and not asked) or not stopping:
                 failed = True
             if not stopping:
                 stopping = True
