@@ -91,7 +91,7 @@ def settings(database_url: str, amqp_prefix: str, services: ServiceUrls) -> Sett
         source_timezone=ZoneInfo("Europe/Moscow"),
         log_format="json",
         http_host="127.0.0.1",
-        http_port=0,
+        http_port=8080,  # valid for subprocesses; in-process servers bind their own port
         worker_metrics_port=0,
         drain_seconds=0.0,
         batch_ms=10,

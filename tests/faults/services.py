@@ -28,7 +28,8 @@ import asyncpg
 
 from shared.broker import TopologyNames
 from shared.settings import Settings
-from tests.helpers.ingress import REPO, settings_environ
+from tests.helpers.ingress import REPO
+from tests.helpers.services import settings_environ
 
 LOCK_PATH = "/tmp/deskledger-service-fault.lock"  # agreed with the other teams
 PG_CLUSTER = ("15", "main")

@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import aio_pika
 import aiohttp
@@ -32,7 +31,8 @@ from aiohttp import web
 from services.ingress.app import WEBHOOK_PATH, create_app
 from services.ingress.server import make_runner
 from shared.broker import declare_topology
-from shared.settings import SETTINGS, Settings
+from shared.settings import Settings
+from tests.helpers.services import settings_environ
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,23 +49,6 @@ async def running_ingress(settings: Settings) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
-
-
-def settings_environ(settings: Settings) -> dict[str, str]:
-    """Environment variables that `load_settings` turns back into `settings`."""
-    return {s.env: _env_value(getattr(settings, s.field)) for s in SETTINGS}
-
-
-def _env_value(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, tuple):
-        return ",".join(value)
-    if isinstance(value, ZoneInfo):
-        return value.key
-    return str(value)
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from shared.settings import Settings
 from shared.usedesk import Kind
 from tests.helpers.deliveries import STORY, STORY_KINDS, fixture
 from tests.helpers.histories import as_decoded
-from tests.helpers.services import ServiceUrls, settings_env
+from tests.helpers.services import ServiceUrls, settings_environ
 from tests.integration.test_projection_order import projection_rows
 
 __all__ = ["projection_rows"]
@@ -49,7 +49,7 @@ async def replay_process(
         "services",
         "replay",
         *args,
-        env=settings_env(settings) | (env or {}),
+        env=settings_environ(settings) | (env or {}),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

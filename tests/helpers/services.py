@@ -11,8 +11,10 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
+
+from shared.settings import SETTINGS, Settings
 
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/postgres"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -72,21 +74,18 @@ def service_urls() -> Iterator[ServiceUrls]:
         yield ServiceUrls(postgres=pg_url, amqp=amqp_url)
 
 
-def settings_env(settings: Any) -> dict[str, str]:
-    """The environment that makes a `deskledger` subprocess use these Settings."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "DATABASE_URL": settings.database_url,
-        "AMQP_URL": settings.amqp_url,
-        "DESKLEDGER_AMQP_PREFIX": settings.amqp_prefix,
-        "DESKLEDGER_SECRETS": ",".join(settings.secrets),
-        "DESKLEDGER_SOURCE_TIMEZONE": str(settings.source_timezone),
-        "DESKLEDGER_LOG_FORMAT": "json",
-        "DESKLEDGER_HTTP_HOST": settings.http_host,
-        "DESKLEDGER_HTTP_PORT": str(settings.http_port or 8080),
-        "DESKLEDGER_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
-        "DESKLEDGER_BATCH_MS": str(settings.batch_ms),
-        "DESKLEDGER_BATCH_SIZE": str(settings.batch_size),
-        "DESKLEDGER_DRAIN_SECONDS": str(settings.drain_seconds),
-        "DESKLEDGER_PUBLISH_TIMEOUT": str(settings.publish_timeout),
-    }
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """Environment variables that `load_settings` turns back into `settings`."""
+    return {s.env: _env_value(getattr(settings, s.field)) for s in SETTINGS}
+
+
+def _env_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, ZoneInfo):
+        return value.key
+    return str(value)

@@ -11,7 +11,7 @@ import pytest
 
 from shared.settings import Settings
 from tests.helpers.deliveries import story_bodies
-from tests.helpers.services import settings_env
+from tests.helpers.services import settings_environ
 from tests.helpers.worker import drain, publish, queue_depths
 
 
@@ -20,7 +20,7 @@ async def test_killed_worker_loses_and_doubles_nothing(
     settings: Settings, db: asyncpg.Connection, point: str
 ) -> None:
     ids = await publish(settings, story_bodies())
-    env = settings_env(settings) | {"DESKLEDGER_FAULT_POINT": point}
+    env = settings_environ(settings) | {"DESKLEDGER_FAULT_POINT": point}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
