@@ -121,13 +121,33 @@ async def until_logged(proc: Process, event: str, within: float = 30) -> None:
 class Finished:
     returncode: int
     seconds: float
-    peak_rss_mb: float  # ru_maxrss (KiB) of the process from wait4(2), in MB (10^6 bytes)
+    peak_rss_mb: float  # VmHWM of the process, in MB (10^6 bytes)
+
+
+RSS_POLL = 0.02
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """The process's peak resident set so far (0 once its memory is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 async def run_to_end(
     argv: Sequence[str], env: dict[str, str], log_path: Path, core: int | None = None
 ) -> Finished:
-    """Run a one-shot subprocess to its end; its wall time and peak RSS (VmHWM at exit)."""
+    """Run a one-shot subprocess to its end; its wall time and peak RSS.
+
+    The peak is VmHWM polled every RSS_POLL s until exit. Not wait4's ru_maxrss: Linux carries
+    the forking parent's high-water mark over exec into it, so a child of a big harness would
+    report the harness's size. VmHWM is per address space and starts afresh at exec (taskset
+    execs the command in place, so the pid is the measured program's own).
+    """
 
     def execute() -> Finished:
         with log_path.open("wb") as log_file:
@@ -135,12 +155,10 @@ async def run_to_end(
             child = subprocess.Popen(
                 pinned(argv, core), env=env, cwd=REPO, stdout=log_file, stderr=log_file
             )
-            # wait4, not Popen.wait: its rusage carries the child's peak RSS. taskset execs the
-            # command in place, so the pid is the measured program's own.
-            _, status, usage = os.wait4(child.pid, 0)
-            child.returncode = os.waitstatus_to_exitcode(status)
-            return Finished(
-                child.returncode, time.perf_counter() - started, usage.ru_maxrss * 1024 / 1e6
-            )
+            peak = 0
+            while child.poll() is None:
+                peak = max(peak, _vm_hwm_kib(child.pid))
+                time.sleep(RSS_POLL)
+            return Finished(child.returncode, time.perf_counter() - started, peak * 1024 / 1e6)
 
     return await asyncio.to_thread(execute)

@@ -5,7 +5,7 @@ ids (tickets, comments, changes, ratings) until there are enough, and COPYed int
 replay runs twice on it: the first run rebuilds from empty live tables; the measured second run
 is an operator's replay of a store whose projections are up to date (the full compare included).
 Its rate is events / the replay's own elapsed time (`replay_finished`; the wall time, interpreter
-start included, is in the details); peak RSS is the process's ru_maxrss from wait4(2).
+start included, is in the details); peak RSS is the process's VmHWM, polled.
 Baseline: a process that only reads and decodes the same events in the same order.
 """
 
@@ -166,7 +166,7 @@ async def measure(bench: Bench, base: list[Event], size: int) -> list[Result]:
         baseline="read + decode process peak RSS",
         baseline_value=scanned.peak_rss_mb,
         target=f"<= {RSS_LIMIT_MB} MB",
-        notes="the larger of the two replays' ru_maxrss",
+        notes="the larger of the two replays' VmHWM (polled every 20 ms)",
     )
     return [
         judged(rate, rate.value >= 100_000, smoke=bench.smoke),
