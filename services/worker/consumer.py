@@ -98,7 +98,9 @@ class Worker:
         assert channel is not None
         while not self.stopping.is_set():
             await asyncio.sleep(0.25)
-            declared = await channel.declare_queue(queue_name, passive=True)
+            # robust=False: a robust channel answers a repeated passive declare from its cache,
+            # so the count would stay what the first check saw and a long drain never ends.
+            declared = await channel.declare_queue(queue_name, passive=True, robust=False)
             idle = self._buffer.empty() and self._busy == 0
             if idle and declared.declaration_result.message_count == 0:
                 self.stop()
