@@ -26,7 +26,9 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from shared import eventstore
 from shared.events import encode_event
+from shared.eventstore import NewEvent
 from shared.recording import Decoded, Delivery, decode, record
 from tests.benchmarks.corpus import generate
 from tests.benchmarks.environment import BUILD, Bench
@@ -104,6 +106,20 @@ async def ours(url: str, items: list[Decoded]) -> float:
         await conn.close()
 
 
+async def ours_events_only(url: str, items: list[Decoded]) -> float:
+    """`eventstore.append` alone (the lock and the INSERT), what the peer does too."""
+    new = [NewEvent(item.event, item.delivery.delivery_id) for item in items if item.event]
+    conn = await asyncpg.connect(url)
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(new), BATCH):
+            async with conn.transaction():
+                await eventstore.append(conn, new[start : start + BATCH])
+        return len(new) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
 def theirs(python: Path, url: str, items: list[Decoded], events_path: Path) -> float:
     with events_path.open("w", encoding="utf-8") as out:
         for item in items:
@@ -136,20 +152,30 @@ async def run(bench: Bench) -> list[Result]:
     python = await asyncio.to_thread(peer_python)
     items = corpus(WEBHOOKS)
     our_rate = await ours(await bench.database("ours"), items)
+    events_only = await ours_events_only(await bench.database("ours_events"), items)
     url = await bench.database("peer")
     events_path = bench.logs / "peer-events.jsonl"
     peer_rate = await asyncio.to_thread(theirs, python, url, items, events_path)
     version = _peer_version(python)
+    baseline = f"eventsourcing {version} (PostgreSQL), one aggregate per ticket"
     return [
         Result(
             name="peer_append",
             value=our_rate,
             unit="events/s",
-            baseline=f"eventsourcing {version} (PostgreSQL), one aggregate per ticket",
+            baseline=baseline,
             baseline_value=peer_rate,
             notes=(
-                f"{len(items)} distinct events, batches of {BATCH}, one transaction each; ours "
-                "also writes delivery rows and 4 projections"
+                f"{len(items)} distinct events, batches of {BATCH}, one transaction each; "
+                "`recording.record`: also delivery rows and 4 projections"
             ),
-        )
+        ),
+        Result(
+            name="peer_append_events_only",
+            value=events_only,
+            unit="events/s",
+            baseline=baseline,
+            baseline_value=peer_rate,
+            notes="`eventstore.append` alone (append lock + INSERT), the same batches",
+        ),
     ]
