@@ -73,12 +73,19 @@ def _number(value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def _ratio(value: float | None) -> str:
+    # Three decimals near 1: a ratio shown as 1.50x that misses a 1.5x target would puzzle.
+    if value is None:
+        return "-"
+    return f"{value:.3f}x" if value < 10 else f"{value:.1f}x"
+
+
 def table(results: list[Result], skipped: list[Skipped]) -> str:
     head = ("result", "value", "unit", "baseline", "baseline value", "ratio", "target", "met")
     rows = [head]
     for r in results:
         met = {None: "", True: "yes", False: "NO"}[r.meets_target]
-        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        ratio = _ratio(r.ratio)
         rows.append(
             (
                 r.name,
@@ -108,7 +115,7 @@ def markdown(
     ]
     for r in results:
         met = {None: "", True: "yes", False: "**no**"}[r.meets_target]
-        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        ratio = _ratio(r.ratio)
         lines.append(
             f"| {r.name} | {_number(r.value)} {r.unit} | {r.baseline or '-'} | "
             f"{_number(r.baseline_value)} | {ratio} | {r.target or '-'} | {met} |"
