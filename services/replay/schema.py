@@ -4,13 +4,13 @@ Identifiers: table names come only from the projection registry, the schema name
 and every identifier in DDL is quoted by PostgreSQL itself: a `SELECT format('... %I ...')` builds
 the statement server-side, and we run the text it returns. Nothing from input reaches DDL.
 
-A fresh table is `LIKE` its live twin (columns, defaults, checks, storage, statistics) without
-indexes: filling an unindexed table and then building each index once costs much less than
-maintaining indexes row by row. The indexes and constraints are then recreated under the live
-tables' own names, and the owner and grants are copied, so that after the swap the schema is
-exactly what the migrations made (a later migration naming an index still finds it) and readers
-keep their access. Triggers, policies and publications are not carried over; the projection
-tables have none.
+A fresh table is `LIKE` its live twin (columns, defaults, checks, storage, statistics), with its
+storage parameters, without indexes: filling an unindexed table and then building each index
+once costs much less than maintaining indexes row by row. The indexes and constraints are then
+recreated under the live tables' own names, and the owner and grants are copied, so that after
+the swap the schema is exactly what the migrations made (a later migration naming an index still
+finds it) and readers keep their access. Triggers, policies and publications are not carried
+over; the projection tables have none.
 """
 
 from __future__ import annotations
@@ -43,6 +43,13 @@ SELECT format(
     'CREATE TABLE %I.%I (LIKE %I.%I INCLUDING ALL EXCLUDING INDEXES)',
     $3::text, $2::text, $1::text, $2::text
 )
+"""
+# Storage parameters (e.g. the tickets' toast_tuple_target): LIKE does not copy them.
+STORAGE_PARAMETERS = """
+SELECT format('ALTER TABLE %I.%I SET (%s)', $3::text, $2::text, array_to_string(c.reloptions, ', '))
+FROM pg_class AS c
+WHERE c.oid = format('%I.%I', $1::text, $2::text)::regclass
+  AND c.reloptions IS NOT NULL
 """
 # Owner first (changing it resets nothing we granted), then one GRANT per ACL entry.
 OWNER_AND_GRANTS = """
@@ -154,6 +161,7 @@ async def create_rebuild(conn: Conn, live: str, tables: Sequence[str]) -> None:
     await _run_built(conn, CREATE_SCHEMA, REBUILD_SCHEMA)
     for table in tables:
         await _run_built(conn, CREATE_TABLE, live, table, REBUILD_SCHEMA)
+        await _run_built(conn, STORAGE_PARAMETERS, live, table, REBUILD_SCHEMA)
         await _run_built(conn, OWNER_AND_GRANTS, live, table, REBUILD_SCHEMA)
 
 

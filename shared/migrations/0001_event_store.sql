@@ -63,3 +63,15 @@ CREATE TRIGGER events_append_only_rows
 CREATE TRIGGER events_append_only_truncate
     BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_change();
+
+-- Bodies and event data are mostly 1-4 KB, right where PostgreSQL starts compressing values:
+-- lz4 costs a fraction of the default pglz's CPU on every append. Servers built without lz4
+-- keep pglz.
+DO $$
+BEGIN
+    ALTER TABLE events ALTER COLUMN data SET COMPRESSION lz4;
+    ALTER TABLE deliveries ALTER COLUMN body SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    RAISE NOTICE 'lz4 is not available on this server: values stay compressed with pglz';
+END;
+$$;

@@ -52,7 +52,10 @@ class TicketState(msgspec.Struct, kw_only=True):
 
 # Deterministic: the same set of events gives the same bytes, whatever their arrival order.
 _encoder = msgspec.json.Encoder(order="deterministic")
-_decoder = msgspec.json.Decoder(TicketState)
+# The fold's own state is stored as MessagePack, not jsonb: nothing queries it, and every batch
+# rewrites and rereads it, which as jsonb cost a JSON parse on write and a text rendering on read.
+_state_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_state_decoder = msgspec.msgpack.Decoder(TicketState)
 
 
 def _newer(state: TicketState, field: str, version: str) -> bool:
@@ -252,12 +255,12 @@ def row(state: TicketState) -> tuple[Any, ...]:
         len(metrics.gaps),
         not state.created,
         state.events_count,
-        _encoder.encode(state).decode(),
+        _state_encoder.encode(state),
     )
 
 
 def load(record: asyncpg.Record) -> tuple[int, TicketState]:
-    return record["ticket_id"], _decoder.decode(record["fold_state"])
+    return record["ticket_id"], _state_decoder.decode(record["fold_state"])
 
 
 def watch(state: TicketState | None) -> frozenset[tuple[str, str]]:
@@ -278,7 +281,7 @@ def observe(after: TicketState, known: frozenset[tuple[str, str]]) -> None:
 
 
 LOAD = """
-SELECT ticket_id, fold_state::text AS fold_state
+SELECT ticket_id, fold_state
 FROM tickets
 WHERE ticket_id = ANY($1::bigint[])
 """
@@ -296,7 +299,7 @@ SELECT * FROM unnest(
     $7::bigint[], $8::bigint[], $9::text[], $10::timestamptz[], $11::timestamptz[],
     $12::jsonb[], $13::jsonb[], $14::integer[], $15::integer[], $16::timestamptz[],
     $17::timestamptz[], $18::timestamptz[], $19::integer[], $20::jsonb[], $21::integer[],
-    $22::boolean[], $23::integer[], $24::jsonb[]
+    $22::boolean[], $23::integer[], $24::bytea[]
 )
 ON CONFLICT (ticket_id) DO UPDATE SET
     company_id = EXCLUDED.company_id,

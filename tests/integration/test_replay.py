@@ -92,8 +92,7 @@ async def _tamper(db: asyncpg.Connection) -> None:
     await db.execute("UPDATE tickets SET subject = 'tampered' WHERE ticket_id = 3318841")
     await db.execute("DELETE FROM ticket_comments WHERE ticket_id = 3318842")
     await db.execute(
-        "UPDATE tickets SET fold_state = fold_state || '{\"events_count\": 99}'"
-        " WHERE ticket_id = 3318843"
+        "UPDATE tickets SET fold_state = fold_state || '\\x00'::bytea WHERE ticket_id = 3318843"
     )
     await db.execute(
         "INSERT INTO ticket_ratings (rating_id, ticket_id, rating) VALUES (1, 3318840, 5)"
@@ -194,7 +193,7 @@ async def test_a_second_replay_is_refused_while_one_runs(
 
 SCHEMA_SHAPE = """
 SELECT c.relname, i.indexname, i.indexdef, pg_get_userbyid(c.relowner) AS owner,
-       c.relacl::text AS acl
+       c.relacl::text AS acl, c.reloptions::text AS storage_parameters
 FROM pg_class AS c
 LEFT JOIN pg_indexes AS i ON i.schemaname = 'public' AND i.tablename = c.relname
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
@@ -206,7 +205,7 @@ FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2
 """
 
 
-async def test_swap_keeps_index_names_constraints_owner_and_grants(
+async def test_swap_keeps_index_names_constraints_storage_owner_and_grants(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
     await _recorded_stories(settings, db, 2)
@@ -219,6 +218,8 @@ async def test_swap_keeps_index_names_constraints_owner_and_grants(
         await replay(settings.database_url)
         assert await db.fetch(SCHEMA_SHAPE) == shape
         assert await db.fetch(CONSTRAINTS) == constraints
+        tickets = [row for row in shape if row["relname"] == "tickets"]
+        assert tickets[0]["storage_parameters"] == "{toast_tuple_target=8160}"
         assert await db.fetchval("SELECT has_table_privilege($1, 'public.tickets', 'SELECT')", role)
     finally:
         await db.execute(f'DROP OWNED BY "{role}"')
