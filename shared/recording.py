@@ -6,8 +6,8 @@ Used by the worker (deliveries from the queue) and by the replay's `--reprocess-
 1. take the append lock (serialises appends, see `eventstore`);
 2. skip deliveries already in `deliveries`: a redelivery after a crash between COMMIT and ack;
 3. append the decoded events, `ON CONFLICT DO NOTHING` on `(type, source_id)` (I3);
-4. write each delivery's outcome; 5. fold the newly appended events, and only those, into
-   every projection. COMMIT; the caller acks after it (I4).
+4. fold the newly appended events, and only those, into every projection;
+5. write each delivery's row with its outcome. COMMIT; the caller acks after it (I4).
 """
 
 from __future__ import annotations
