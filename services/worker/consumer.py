@@ -14,6 +14,7 @@ Failure policy (I4, I6):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -23,7 +24,7 @@ import aio_pika
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, MessageProcessError
 
 from services.worker import metrics
 from services.worker.envelope import to_delivery
@@ -61,15 +62,18 @@ class Worker:
 
     async def run(self) -> None:
         """Consume until `stop()` (or, with `burst`, until the queue is empty)."""
-        self._pool = await asyncpg.create_pool(
-            self.settings.database_url, min_size=0, max_size=self.concurrency + 1
-        )
         self._connection = await aio_pika.connect_robust(self.settings.amqp_url)
         try:
-            await self._consume(self._connection)
+            # min_size=0: PostgreSQL may be down at start; the first batch retries until it is up.
+            self._pool = await asyncpg.create_pool(
+                self.settings.database_url, min_size=0, max_size=self.concurrency + 1
+            )
+            try:
+                await self._consume(self._connection)
+            finally:
+                await self._pool.close()
         finally:
             await self._connection.close()
-            await self._pool.close()
             metrics.BROKER_CONNECTED.set(0)
 
     def stop(self) -> None:
@@ -116,6 +120,14 @@ class Worker:
                 await self._handle(batch)
             except Stopping:
                 return
+            except Exception:
+                # Never let one batch end this loop: the consumer would go on taking messages
+                # that nothing processes. Return the batch to the queue (its delivery count
+                # grows, so a message that always breaks the loop is dead-lettered at the limit).
+                log.exception("batch_loop_error", size=len(batch))
+                for message in batch:
+                    with contextlib.suppress(MessageProcessError):  # already settled
+                        await _settle(message.nack(requeue=True), 1)
             finally:
                 self._busy -= 1
 
@@ -158,7 +170,10 @@ class Worker:
             await self._one_by_one(messages, decoded)
             return
         await self._ack(messages)
-        self._report(result, decoded, time.perf_counter() - started)
+        try:
+            self._report(result, decoded, time.perf_counter() - started)
+        except Exception:  # acked already: a failing report must not turn into a nack
+            log.exception("batch_report_failed")
 
     def _decode(self, message: AbstractIncomingMessage) -> Decoded:
         return decode(to_delivery(message), self.settings.source_timezone, self.settings.company_id)

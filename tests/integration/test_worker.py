@@ -8,12 +8,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from services.status import gather, render
 from services.worker import metrics
 from services.worker.consumer import Worker
 from shared import eventstore
-from shared.recording import record
+from shared.recording import Decoded, record
 from shared.settings import Settings
 from shared.usedesk import Kind
 from tests.helpers.deliveries import decoded, fixture, story_bodies
@@ -178,3 +180,25 @@ async def test_worker_metrics_endpoint(settings: Settings) -> None:
         await runner.cleanup()
     assert 'deskledger_worker_deliveries_total{outcome="recorded"}' in text
     assert "deskledger_worker_batch_seconds_bucket" in text
+
+
+async def test_an_unexpected_error_returns_the_batch_and_the_loop_goes_on(
+    settings: Settings, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that breaks a batch (here: decoding raises once) must not end the batch loop."""
+    original = Worker._decode
+    calls = {"n": 0}
+
+    def flaky(self: Worker, message: AbstractIncomingMessage) -> Decoded:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in a batch")
+        return original(self, message)
+
+    monkeypatch.setattr(Worker, "_decode", flaky)
+    await publish(settings, story_bodies())
+    await drain(settings)
+    assert calls["n"] > 4  # the batch came back and was decoded again
+    assert await db.fetchval("SELECT count(*) FROM events") == 4
+    assert await db.fetchval("SELECT count(*) FROM deliveries WHERE outcome = 'recorded'") == 4
+    assert await queue_depths(settings) == (0, 0)
