@@ -14,7 +14,6 @@ import fcntl
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -28,8 +27,7 @@ import asyncpg
 
 from shared.broker import TopologyNames
 from shared.settings import Settings
-from tests.helpers.ingress import REPO
-from tests.helpers.services import settings_environ
+from tests.helpers.services import REPO, deskledger
 
 LOCK_PATH = "/tmp/deskledger-service-fault.lock"  # agreed with the other teams
 PG_CLUSTER = ("15", "main")
@@ -162,19 +160,15 @@ async def worker_process(
     """A real `deskledger worker` subprocess; stopped (SIGTERM, then SIGKILL) on exit."""
     # The worker reads every setting, the ingress's port too (0, "any", is not valid there).
     listening = settings.replace(http_port=settings.http_port or 8080)
-    environ = settings_environ(listening) | {"DESKLEDGER_FAULT_POINT": fault_point}
     with tempfile.TemporaryDirectory(prefix="deskledger-worker-") as tmp:
         log_path = Path(tmp) / "worker.log"
         with log_path.open("wb") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services",
+            process = await deskledger(
+                listening,
                 "worker",
                 "--concurrency",
                 str(concurrency),
-                env={**os.environ, **environ},
-                cwd=REPO,
+                extra_env={"DESKLEDGER_FAULT_POINT": fault_point},
                 stdout=log_file,
                 stderr=log_file,
             )

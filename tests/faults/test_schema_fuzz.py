@@ -23,7 +23,8 @@ import pytest
 
 from shared.settings import Settings
 from tests.faults.checker import record
-from tests.helpers.ingress import REPO, ingress_process
+from tests.helpers.ingress import ingress_process
+from tests.helpers.services import REPO
 from tests.helpers.worker import drain, queue_depths
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

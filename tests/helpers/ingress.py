@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -32,9 +30,7 @@ from services.ingress.app import WEBHOOK_PATH, create_app
 from services.ingress.server import make_runner
 from shared.broker import declare_topology
 from shared.settings import Settings
-from tests.helpers.services import settings_environ
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.services import deskledger
 
 
 @contextlib.asynccontextmanager
@@ -84,19 +80,15 @@ async def ingress_process(
 ) -> AsyncIterator[IngressProcess]:
     """A real `deskledger ingress` on a free port of 127.0.0.1, ready when yielded."""
     port = free_port()
-    environ = settings_environ(settings.replace(http_host="127.0.0.1", http_port=port))
+    listening = settings.replace(http_host="127.0.0.1", http_port=port)
     with tempfile.TemporaryDirectory(prefix="deskledger-ingress-") as tmp:
         log_path = Path(tmp) / "ingress.log"
         with log_path.open("wb") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services",
+            process = await deskledger(
+                listening,
                 "ingress",
                 "--processes",
                 str(processes),
-                env={**os.environ, **environ},
-                cwd=REPO,
                 stdout=log_file,
                 stderr=log_file,
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,7 @@ from shared.settings import Settings
 from shared.usedesk import Kind
 from tests.helpers.deliveries import STORY, STORY_KINDS, fixture
 from tests.helpers.histories import as_decoded
-from tests.helpers.services import ServiceUrls, settings_environ
+from tests.helpers.services import ServiceUrls, deskledger
 from tests.integration.test_projection_order import projection_rows
 
 __all__ = ["projection_rows"]
@@ -43,16 +42,7 @@ async def replay_process(
     settings: Settings, *args: str, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
     """`python -m services replay ARGS`; returns (exit status, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services",
-        "replay",
-        *args,
-        env=settings_environ(settings) | (env or {}),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await deskledger(settings, "replay", *args, extra_env=env)
     out, err = await asyncio.wait_for(process.communicate(), 90)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()

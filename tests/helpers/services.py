@@ -1,4 +1,4 @@
-"""Where the tests find PostgreSQL and RabbitMQ.
+"""Where the tests find PostgreSQL and RabbitMQ, and how they start `deskledger` subprocesses.
 
 `DATABASE_URL` / `AMQP_URL` (defaults: the local services). When those do not answer and a Docker
 engine does, testcontainers starts both for the session.
@@ -6,16 +6,21 @@ engine does, testcontainers starts both for the session.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from shared.settings import SETTINGS, Settings
 
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/postgres"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -89,3 +94,23 @@ def _env_value(value: object) -> str:
     if isinstance(value, ZoneInfo):
         return value.key
     return str(value)
+
+
+async def deskledger(
+    settings: Settings,
+    *args: str,
+    extra_env: dict[str, str] | None = None,
+    stdout: Any = asyncio.subprocess.PIPE,
+    stderr: Any = asyncio.subprocess.PIPE,
+) -> asyncio.subprocess.Process:
+    """`python -m services ARGS` (the real CLI) in the repository, configured by `settings`."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services",
+        *args,
+        env={**os.environ, **settings_environ(settings), **(extra_env or {})},
+        cwd=REPO,
+        stdout=stdout,
+        stderr=stderr,
+    )

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import time
 from typing import Any
 
@@ -16,13 +14,12 @@ from services.ingress.app import WEBHOOK_PATH
 from shared.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.helpers.ingress import (
-    REPO,
     IngressProcess,
     free_port,
     ingress_process,
     published,
-    settings_environ,
 )
+from tests.helpers.services import deskledger
 from tests.helpers.worker import queue_depths
 
 VALID = json.dumps({"ticket": {"id": 1}, "secret": TEST_SECRET}).encode()
@@ -30,16 +27,8 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 async def run_cli(settings: Settings) -> tuple[int, str]:
-    environ = settings_environ(settings.replace(http_port=free_port()))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services",
-        "ingress",
-        env={**os.environ, **environ},
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    process = await deskledger(
+        settings.replace(http_port=free_port()), "ingress", stderr=asyncio.subprocess.STDOUT
     )
     output, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 
 import asyncpg
 import pytest
 
 from shared.settings import Settings
 from tests.helpers.deliveries import story_bodies
-from tests.helpers.services import settings_environ
+from tests.helpers.services import deskledger
 from tests.helpers.worker import drain, publish, queue_depths
 
 
@@ -20,15 +19,11 @@ async def test_killed_worker_loses_and_doubles_nothing(
     settings: Settings, db: asyncpg.Connection, point: str
 ) -> None:
     ids = await publish(settings, story_bodies())
-    env = settings_environ(settings) | {"DESKLEDGER_FAULT_POINT": point}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services",
+    process = await deskledger(
+        settings,
         "worker",
-        env=env,
+        extra_env={"DESKLEDGER_FAULT_POINT": point},
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == -signal.SIGKILL, stderr.decode()
