@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,30 +28,28 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
-def _int(low: int, high: int) -> Callable[[str, str], int]:
-    def parse(name: str, raw: str) -> int:
+N = TypeVar("N", int, float)
+
+
+def _ranged(convert: Callable[[str], N], what: str, low: N, high: N) -> Callable[[str, str], N]:
+    def parse(name: str, raw: str) -> N:
         try:
-            value = int(raw)
+            value = convert(raw)
         except ValueError:
             value = low - 1
         if not low <= value <= high:
-            raise SettingsError(f"{name}: expected an integer from {low} to {high}, got {raw!r}")
+            raise SettingsError(f"{name}: expected {what} from {low} to {high}, got {raw!r}")
         return value
 
     return parse
+
+
+def _int(low: int, high: int) -> Callable[[str, str], int]:
+    return _ranged(int, "an integer", low, high)
 
 
 def _float(low: float, high: float) -> Callable[[str, str], float]:
-    def parse(name: str, raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise SettingsError(f"{name}: expected a number from {low} to {high}, got {raw!r}")
-        return value
-
-    return parse
+    return _ranged(float, "a number", low, high)
 
 
 def _bool(name: str, raw: str) -> bool:
