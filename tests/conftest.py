@@ -21,7 +21,7 @@ import pytest
 from shared.broker import delete_topology
 from shared.db import migrate
 from shared.settings import Settings, load_settings
-from tests.helpers.services import ServiceUrls, service_urls
+from tests.helpers.services import ServiceUrls, database_from_template, service_urls
 
 TEST_SECRET = "test-secret-0123456789"
 
@@ -51,14 +51,8 @@ def template_database(services: ServiceUrls) -> Iterator[str]:
 
 @pytest.fixture
 async def database_url(services: ServiceUrls, template_database: str) -> AsyncIterator[str]:
-    name = f"dl_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(services.database("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    finally:
-        await admin.close()
-    yield services.database(name)
-    await _drop_database(services.database("postgres"), name)
+    async with database_from_template(services, template_database) as url:
+        yield url
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ import asyncpg
 from tests.benchmarks.corpus import generate
 from tests.benchmarks.environment import Bench, environ
 from tests.benchmarks.loadgen import Sent, open_loop, percentile
-from tests.benchmarks.procs import free_port, python, running, until_http_ok, until_logged
+from tests.benchmarks.procs import python, running, until_http_ok, until_logged
 from tests.benchmarks.report import Result, judged
+from tests.helpers.services import free_port
 
 RATE = 1000
 SECONDS = 30

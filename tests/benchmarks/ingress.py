@@ -21,13 +21,13 @@ from tests.benchmarks.procs import (
     CLIENT_CORE,
     SERVER_CORE,
     Process,
-    free_port,
     pinned,
     python,
     running,
     until_http_ok,
 )
 from tests.benchmarks.report import Result, judged
+from tests.helpers.services import free_port
 
 CONNECTIONS = 64
 WEBHOOK_PATH = "/webhooks/usedesk"

@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,13 +32,6 @@ def pinned(argv: Sequence[str], core: int | None) -> list[str]:
 
 def python(*args: str) -> list[str]:
     return [sys.executable, *args]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

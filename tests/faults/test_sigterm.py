@@ -19,7 +19,8 @@ from tests.faults.conftest import Verify
 from tests.faults.driver import Attempt, Driver, Sent
 from tests.faults.services import queue_state, wait_consumers, worker_process
 from tests.faults.webhooks import Webhook, generate
-from tests.helpers.ingress import free_port, ingress_process, running_ingress
+from tests.helpers.ingress import ingress_process, running_ingress
+from tests.helpers.services import free_port
 
 HELD = 3
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +29,7 @@ from services.ingress.app import WEBHOOK_PATH, create_app
 from services.ingress.server import make_runner
 from shared.broker import declare_topology
 from shared.settings import Settings
-from tests.helpers.services import deskledger
+from tests.helpers.services import deskledger, free_port
 
 
 @contextlib.asynccontextmanager
@@ -45,13 +44,6 @@ async def running_ingress(settings: Settings) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

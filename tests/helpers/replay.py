@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -19,7 +16,7 @@ from shared.settings import Settings
 from shared.usedesk import Kind
 from tests.helpers.deliveries import STORY, STORY_KINDS, fixture
 from tests.helpers.histories import as_decoded
-from tests.helpers.services import ServiceUrls, deskledger
+from tests.helpers.services import ServiceUrls, database_from_template, deskledger
 from tests.integration.test_projection_order import projection_rows
 
 __all__ = ["projection_rows"]
@@ -58,28 +55,13 @@ async def leftovers(conn: asyncpg.Connection) -> list[str]:
     return [row["nspname"] for row in await conn.fetch(LEFTOVER_SCHEMAS)]
 
 
-@asynccontextmanager
-async def scratch_database(services: ServiceUrls, template: str) -> AsyncIterator[str]:
-    """A database of its own, from the migrated template, dropped afterwards."""
-    name = f"dl_replay_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(services.database("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        try:
-            yield services.database(name)
-        finally:
-            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def in_order_rows(
     services: ServiceUrls, template: str, source: asyncpg.Connection
 ) -> dict[str, list[Any]]:
     """The projection rows of `source`'s events recorded in position order into a fresh store."""
     rows = await source.fetch("SELECT data::text AS data FROM events ORDER BY position")
     events = [decode_event(row["data"]) for row in rows]
-    async with scratch_database(services, template) as url:
+    async with database_from_template(services, template, prefix="dl_replay") as url:
         conn = await asyncpg.connect(url)
         try:
             for start in range(0, len(events), 100):

@@ -11,12 +11,15 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
+
+import asyncpg
 
 from shared.settings import SETTINGS, Settings
 
@@ -114,3 +117,33 @@ async def deskledger(
         stdout=stdout,
         stderr=stderr,
     )
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _admin(services: ServiceUrls, statement: str) -> None:
+    # A fresh connection each time: a fault test may have restarted PostgreSQL in between.
+    admin = await asyncpg.connect(services.database("postgres"))
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def database_from_template(
+    services: ServiceUrls, template: str, prefix: str = "dl_test"
+) -> AsyncIterator[str]:
+    """A database of its own, `CREATE DATABASE ... TEMPLATE` (milliseconds), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await _admin(services, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield services.database(name)
+    finally:
+        await _admin(services, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -15,11 +15,10 @@ from shared.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.helpers.ingress import (
     IngressProcess,
-    free_port,
     ingress_process,
     published,
 )
-from tests.helpers.services import deskledger
+from tests.helpers.services import deskledger, free_port
 from tests.helpers.worker import queue_depths
 
 VALID = json.dumps({"ticket": {"id": 1}, "secret": TEST_SECRET}).encode()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import asyncpg
@@ -14,7 +13,7 @@ from shared.events import Event
 from shared.projections import ALL
 from shared.recording import record
 from tests.helpers.histories import as_decoded, histories
-from tests.helpers.services import ServiceUrls
+from tests.helpers.services import ServiceUrls, database_from_template
 
 PROJECTION_KEYS = {
     "tickets": "ticket_id",
@@ -35,20 +34,14 @@ async def projection_rows(conn: asyncpg.Connection) -> dict[str, list[Any]]:
 
 
 async def _rows_after(services: ServiceUrls, template: str, batches: list[list[Event]]) -> Any:
-    name = f"dl_prop_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(services.database("postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        conn = await asyncpg.connect(services.database(name))
+    async with database_from_template(services, template, prefix="dl_prop") as url:
+        conn = await asyncpg.connect(url)
         try:
             for batch in batches:
                 await record(conn, [as_decoded(event) for event in batch])
             return await projection_rows(conn)
         finally:
             await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @st.composite

@@ -24,17 +24,16 @@ from tests.helpers.replay import (
     projection_rows,
     replay,
     replay_process,
-    scratch_database,
     table_oids,
     ticket_story,
 )
-from tests.helpers.services import ServiceUrls
+from tests.helpers.services import ServiceUrls, database_from_template
 from tests.helpers.worker import drain, publish
 from tests.integration.test_projection_order import deliveries
 
 
 async def _replayed(services: ServiceUrls, template: str, batches: list[list[Event]]) -> None:
-    async with scratch_database(services, template) as url:
+    async with database_from_template(services, template, prefix="dl_replay") as url:
         conn = await asyncpg.connect(url)
         try:
             for batch in batches:

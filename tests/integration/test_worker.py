@@ -19,7 +19,7 @@ from shared.recording import Decoded, record
 from shared.settings import Settings
 from shared.usedesk import Kind
 from tests.helpers.deliveries import decoded, fixture, story_bodies
-from tests.helpers.ingress import free_port
+from tests.helpers.services import free_port
 from tests.helpers.tcpproxy import tcp_proxy
 from tests.helpers.worker import drain, publish, queue_depths
 
