@@ -4,6 +4,12 @@ UseDesk's default (non-JSON) encoding is undocumented; the likeliest guess is PH
 `http_build_query` over the same nested array (`docs/usedesk-webhooks.md` §7), so bracket keys
 such as `ticket[custom_fields][0][name]` are rebuilt into the nested dicts and lists a JSON body
 would have. Every value stays a string: the wire structs convert numeric strings themselves.
+
+Header parameters (the `boundary` of the content type, a part's `Content-Disposition`) are read
+with the `email` package, whose parameter parser is quadratic in the number of `;` it meets (a
+1 MB `Content-Disposition` with 500,000 parameters took 24 s). It runs before authentication, so
+what reaches it is bounded first: a part's header block to `MAX_PART_HEAD_BYTES`, and a header
+value to `MAX_HEADER_PARAMS` semicolons; beyond either the body is a `DecodeError` (400).
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ MAX_FIELDS = 10_000
 # A numeric segment longer than this is a plain key: it cannot be a list index, and
 # int() on thousands of digits is slow (and refused by Python beyond 4300).
 _MAX_INDEX_DIGITS = 9
+# A part's headers (curl sends ~60 bytes) and the `;` of one header value (a real one has 1-2).
+# Within both, the `email` parser costs well under a millisecond.
+MAX_PART_HEAD_BYTES = 8192
+MAX_HEADER_PARAMS = 32
 _KIND = "unknown"
 
 
@@ -54,6 +64,7 @@ def parse_form(body: bytes, content_type: str) -> dict[str, Any]:
 
 
 def _content_type(value: str) -> tuple[str, dict[str, str]]:
+    _check_params(value, "Content-Type")
     message = Message()
     message["content-type"] = value
     params = {}
@@ -96,9 +107,13 @@ def _multipart_pairs(body: bytes, boundary: str) -> list[tuple[str, str]]:
 def _multipart_part(chunk: bytes) -> tuple[str, str] | None:
     """One part's (name, value); None for file uploads, which PHP keeps out of `$_POST` too."""
     _padding, newline, part = chunk.partition(b"\r\n")
-    head, blank, content = part.partition(b"\r\n\r\n")
-    if not newline or not blank:
+    # Only the head is searched for its end: a huge head is refused without scanning the rest.
+    end = part.find(b"\r\n\r\n", 0, MAX_PART_HEAD_BYTES + 4)
+    if end < 0 and len(part) > MAX_PART_HEAD_BYTES + 4:
+        raise DecodeError(_KIND, "", f"multipart part headers exceed {MAX_PART_HEAD_BYTES} bytes")
+    if not newline or end < 0:
         raise DecodeError(_KIND, "", "multipart part without headers")
+    head, content = part[:end], part[end + 4 :]
     disposition = _disposition(_utf8(head))
     if disposition.get_param("filename", header="content-disposition") is not None:
         return None
@@ -120,8 +135,15 @@ def _disposition(headers: str) -> Message:
     for line in headers.split("\r\n"):
         name, colon, value = line.partition(":")
         if colon and name.strip().lower() == "content-disposition":
+            _check_params(value, "Content-Disposition")
             message["content-disposition"] = value.strip()
     return message
+
+
+def _check_params(value: str, header: str) -> None:
+    """Refuse a header value the `email` parser would spend quadratic time on."""
+    if value.count(";") > MAX_HEADER_PARAMS:
+        raise DecodeError(_KIND, "", f"{header} has more than {MAX_HEADER_PARAMS} parameters")
 
 
 def _split_key(key: str) -> list[str]:
