@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
+from asyncpg.exceptions._base import DataError as _ClientDataError
 from asyncpg.pool import PoolConnectionProxy
 
 from shared.errors import MigrationError
@@ -136,6 +137,8 @@ _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
 def is_transient(exc: BaseException) -> bool:
     """True when a database failure is the infrastructure's, not the data's (I6)."""
+    if refused_by_store(exc):
+        return False
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
     if isinstance(exc, asyncpg.InvalidCachedStatementError):
@@ -143,4 +146,23 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", "") or ""
         return sqlstate[:2] in _TRANSIENT_CLASSES
+    return False
+
+
+# SQLSTATE classes that say "this value or row is bad": data exceptions (a number out of
+# range, a NUL in text, an invalid encoding) and integrity constraint violations.
+_REFUSED_CLASSES = ("22", "23")
+
+
+def refused_by_store(exc: BaseException) -> bool:
+    """True when PostgreSQL, or asyncpg while encoding for it, refused the data itself.
+
+    asyncpg raises its client-side `DataError` (an `InterfaceError`, so not transient) for a
+    value its codec cannot encode, such as an integer wider than an `integer` column; the
+    server raises class 22 or 23. Retrying such a batch as it is can never succeed.
+    """
+    if isinstance(exc, _ClientDataError | UnicodeError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return (getattr(exc, "sqlstate", "") or "")[:2] in _REFUSED_CLASSES
     return False

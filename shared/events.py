@@ -145,3 +145,18 @@ def encode_event(event: Event) -> bytes:
 def decode_event(data: bytes | str) -> Event:
     """An event back from `events.data`."""
     return _decoder.decode(data)
+
+
+# PostgreSQL text and jsonb cannot hold U+0000; U+FFFD is what every stored copy of the text
+# has instead (the body in `deliveries` keeps the original bytes).
+NUL_ESCAPE = b"\\u0000"
+NUL_REPLACEMENT = b"\\ufffd"
+
+
+def without_nul(event: Event) -> Event:
+    """`event` with every U+0000 in its text replaced by U+FFFD, so that `events.data` and the
+    projections hold the same text (issue 19); the event itself when it has none."""
+    encoded = encode_event(event)
+    if NUL_ESCAPE not in encoded:
+        return event
+    return decode_event(encoded.replace(NUL_ESCAPE, NUL_REPLACEMENT))

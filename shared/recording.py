@@ -13,21 +13,25 @@ Used by the worker (deliveries from the queue) and by the replay's `--reprocess-
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+import structlog
+
 from shared import eventstore
-from shared.db import Conn
+from shared.db import Conn, refused_by_store
 from shared.errors import DecodeError
 from shared.events import Event
 from shared.eventstore import NewEvent, StoredEvent
 from shared.projections import ALL as PROJECTIONS
 from shared.projections.base import apply
 from shared.usedesk import Kind, decode_webhook
+
+log = structlog.get_logger()
 
 Outcome = Literal["recorded", "duplicate", "ignored", "rejected"]
 
@@ -50,6 +54,10 @@ class Decoded:
     event: Event | None
     error: str | None
 
+    def rejected(self, error: str) -> Decoded:
+        """This delivery kept as `rejected` with `error`, its event (if any) set aside."""
+        return Decoded(self.delivery, None, error)
+
 
 @dataclass
 class BatchResult:
@@ -62,7 +70,12 @@ class BatchResult:
 
 
 def decode(delivery: Delivery, tz: ZoneInfo, company_id: int | None) -> Decoded:
-    """Decode outside the transaction (CPU work); a DecodeError becomes a `rejected` outcome."""
+    """Decode outside the transaction (CPU work); never raises.
+
+    A `DecodeError` becomes this delivery's `rejected` outcome, and so does any other exception
+    of the decoder (a bug for a value nobody foresaw): charged to this message alone, it can be
+    reprocessed after the fix, and never takes the rest of its batch down with it (issue 19).
+    """
     try:
         _, event = decode_webhook(
             delivery.body,
@@ -73,6 +86,9 @@ def decode(delivery: Delivery, tz: ZoneInfo, company_id: int | None) -> Decoded:
         )
     except DecodeError as exc:
         return Decoded(delivery, None, str(exc))
+    except Exception as exc:
+        log.exception("decoder_failed", delivery_id=str(delivery.delivery_id), kind=delivery.kind)
+        return Decoded(delivery, None, f"{delivery.kind}: the decoder failed: {exc!r}")
     return Decoded(delivery, event, None)
 
 
@@ -189,3 +205,27 @@ async def rerecord(conn: Conn, batch: Sequence[Decoded]) -> BatchResult:
             UPDATE_OUTCOMES, ids, [result.outcomes[i] for i in ids], [i.error for i in batch]
         )
     return result
+
+
+async def record_alone(
+    write: Callable[[Sequence[Decoded]], Awaitable[BatchResult]], item: Decoded
+) -> BatchResult:
+    """`write([item])`; when the store refuses a value of it, `item` is written as `rejected`
+    with the database's reason instead, so that it can be reprocessed after a fix.
+
+    The safety net behind the decoder's own checks (issue 19): whatever value a decoder lets
+    through that PostgreSQL cannot take costs this one delivery, never a dead letter.
+    """
+    try:
+        return await write([item])
+    except Exception as exc:
+        if not refused_by_store(exc):
+            raise
+        reason = f"{item.delivery.kind}: the database refused a value: {exc}"
+    log.warning(
+        "delivery_refused_by_store",
+        delivery_id=str(item.delivery.delivery_id),
+        error=reason,
+        hint="kept as rejected; replay --reprocess-rejected retries it after a fix",
+    )
+    return await write([item.rejected(reason)])

@@ -19,6 +19,8 @@ _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _FLAGS = frozenset({"is_first", "delivered", "readed"})
 _TYPE_NAMES = {"object": "an object", "array": "an array", "str": "a string"}
 _INT_RANGE = f"an integer from 0 to {2**63 - 1}"
+# msgspec names the bound it checked: "Expected `int` <= 2147483647" (a 32-bit column's).
+_UPPER_BOUND = re.compile(r"Expected `int` <= (\d+)")
 _SHOWN_CHARS = 40
 _ENCODER = msgspec.json.Encoder()
 
@@ -55,7 +57,10 @@ def _expected(detail: str, leaf: str) -> str:
     if "out of range" in detail:
         return "number out of range"
     if detail.startswith("Expected `int` "):
-        return f"expected {_INT_RANGE}"
+        bound = _UPPER_BOUND.match(detail)
+        return (
+            f"expected an integer from 0 to {bound.group(1)}" if bound else f"expected {_INT_RANGE}"
+        )
     wanted = detail.removeprefix("Expected `").partition("`")[0].split(" | ")
     # Our only text alternative to an int or a flag is `""`, so those read as one type.
     if detail.startswith("Invalid enum value") or "int" in wanted:

@@ -31,6 +31,7 @@ from shared.events import (
 )
 from shared.usedesk_errors import show
 from shared.usedesk_wire import (
+    INT32_MAX,
     ChangeWire,
     ClientWire,
     CommentWire,
@@ -205,7 +206,7 @@ def _date(raw: str | None, tz: ZoneInfo, kind: str, path: str) -> datetime | Non
         except ValueError:
             pass
         else:
-            return wall - (tz.utcoffset(wall) or _ZERO)
+            return _wall_in(tz, wall, raw, kind, path)
     return _any_date(raw, tz, kind, path)
 
 
@@ -221,10 +222,29 @@ def _any_date(raw: str, tz: ZoneInfo, kind: str, path: str) -> datetime | None:
         raise DecodeError(
             kind, path, f'expected a date like "2024-03-05 11:52:40", got {show(raw)}'
         )
-    if parsed.tzinfo is not None:
+    if parsed.tzinfo is None:
+        return _wall_in(tz, datetime.combine(parsed.date(), parsed.time(), UTC), raw, kind, path)
+    try:
         return parsed.astimezone(UTC)
-    wall = datetime.combine(parsed.date(), parsed.time(), UTC)
-    return wall - (tz.utcoffset(parsed) or _ZERO)
+    except OverflowError:
+        raise _out_of_range(raw, kind, path) from None
+
+
+def _wall_in(tz: ZoneInfo, wall: datetime, raw: str, kind: str, path: str) -> datetime:
+    """A wall time in `tz` (its fields labelled UTC) as a UTC instant.
+
+    `utcoffset` reads only the fields. A wall time at either end of the calendar
+    ("0001-01-01 00:00:00" east of UTC) has no instant Python can hold: a `DecodeError` of its
+    own, never an `OverflowError` that would escape the decoder (issue 19).
+    """
+    try:
+        return wall - (tz.utcoffset(wall) or _ZERO)
+    except OverflowError:
+        raise _out_of_range(raw, kind, path) from None
+
+
+def _out_of_range(raw: str, kind: str, path: str) -> DecodeError:
+    return DecodeError(kind, path, f"date out of range (years 1 to 9999 in UTC), got {show(raw)}")
 
 
 def _status_change(changes: tuple[FieldChange, ...]) -> tuple[int | None, int | None]:
@@ -235,9 +255,11 @@ def _status_change(changes: tuple[FieldChange, ...]) -> tuple[int | None, int | 
 
 
 def _numeric(value: str | None) -> int | None:
-    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 18:
+    """A status id from a `data[]` entry's text; None unless it fits the 32-bit status columns."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 10:
         return None
-    return int(value) or None
+    number = int(value)
+    return number if 0 < number <= INT32_MAX else None
 
 
 # The loops below test for text before calling `text()`: nearly every value is already a

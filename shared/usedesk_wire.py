@@ -22,7 +22,12 @@ import msgspec
 T = TypeVar("T")
 
 # `""` is what PHP makes of a null or false cast to text; it means "no value", not an error.
-Int: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | Literal[""] | None
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+Int: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | Literal[""] | None
+# Statuses and ratings land in 32-bit `integer` columns: a wider value is refused here, by the
+# decoder, as this webhook's `rejected` outcome, not by PostgreSQL in the middle of a batch.
+Int32: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)] | Literal[""] | None
 Flag: TypeAlias = bool | int | Literal[""] | None
 # Text some senders type as a number (`additional_id` in chat payloads, phone numbers); any
 # JSON is accepted and turned into text later, so an odd value never costs the whole event.
@@ -65,7 +70,7 @@ class ClientWire(_Wire):
 
 class TicketWire(_Wire):
     id: Int = None
-    status_id: Int = None
+    status_id: Int32 = None
     subject: str | None = None
     client_id: Int = None
     assignee_id: Int = None
@@ -96,8 +101,8 @@ class TriggerWire(_Wire):
     user_id: Int = None
     data: Many[ChangeWire] = None
     changed_at: Date = None
-    old_status: Int = None
-    new_status: Int = None
+    old_status: Int32 = None
+    new_status: Int32 = None
     company_id: Int = None
 
 
@@ -120,7 +125,7 @@ class CsiWire(_Wire):
     ticket_id: Int = None
     client_id: Int = None
     user_id: Int = None
-    rating: Int = None
+    rating: Int32 = None
     comment: Text = None
     ticket_comment_id: Int = None
     company_id: Int = None

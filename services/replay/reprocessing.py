@@ -10,6 +10,7 @@ I3), folds them into the live projections and updates the outcomes.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ import asyncpg
 import structlog
 
 from services.replay.locks import connect, replay_lock
-from shared.recording import Decoded, Delivery, decode, rerecord
+from shared.db import refused_by_store
+from shared.recording import Decoded, Delivery, decode, record_alone, rerecord
 
 log = structlog.get_logger()
 
@@ -95,9 +97,24 @@ class Reprocessing:
         while rows := await conn.fetch(REJECTED, started, after_at, after_id, self.chunk):
             after_at, after_id = rows[-1]["received_at"], rows[-1]["delivery_id"]
             batch = [decode(_delivery(row), self.tz, self.company_id) for row in rows]
-            counts = self._would(batch) if self.dry_run else (await rerecord(conn, batch)).counts()
+            counts = self._would(batch) if self.dry_run else await self._rerecord(conn, batch)
             self.report.outcomes.update(counts)
             log.info("rejected_reprocessed", dry_run=self.dry_run, **dict(counts))
+
+    @staticmethod
+    async def _rerecord(conn: asyncpg.Connection, batch: list[Decoded]) -> Counter[str]:
+        """The chunk in one transaction; one by one when the store refuses a value in it, so
+        that the delivery it belongs to stays rejected (with the database's reason) alone."""
+        try:
+            return (await rerecord(conn, batch)).counts()
+        except Exception as exc:
+            if not refused_by_store(exc):
+                raise
+        counts: Counter[str] = Counter()
+        for item in batch:
+            result = await record_alone(functools.partial(rerecord, conn), item)
+            counts.update(result.counts())
+        return counts
 
     @staticmethod
     def _would(batch: list[Decoded]) -> Counter[str]:

@@ -5,10 +5,14 @@ Failure policy (I4, I6):
   deadlock) retries the same batch with backoff; while it does, this loop takes no new messages,
   and nothing is acked or rejected. Retrying is safe even when COMMIT's outcome was unknown:
   `recording.record` skips deliveries already stored;
-- any other failure of a batch re-runs its messages one by one; a message that still fails is
+- any other failure of a batch re-runs its messages one by one, so that it is charged to the
+  message that caused it and never to its neighbours (issue 19). A message whose values the
+  store refuses (a data exception, `refused_by_store`) is recorded as `rejected` with the
+  database's reason and acked: reprocessable like any rejection. A message that still fails is
   returned to the queue (nack, requeue) and logged with its delivery id, and the queue's
   `x-delivery-limit` moves it to the dead-letter queue after too many attempts;
-- a message that does not decode is not a failure: it is recorded as `rejected` and acked.
+- a message that does not decode, whatever the decoder raised, is not a failure: it is recorded
+  as `rejected` and acked.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from services.worker import metrics
 from services.worker.envelope import to_delivery
 from shared.broker import declare_topology
 from shared.db import is_transient
-from shared.recording import BatchResult, Decoded, decode, record
+from shared.recording import BatchResult, Decoded, decode, record, record_alone
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -214,7 +218,7 @@ class Worker:
     ) -> None:
         for message, item in zip(messages, decoded, strict=True):
             try:
-                result = await self._record([item])
+                result = await record_alone(self._record, item)
             except Stopping:
                 raise
             except Exception as exc:

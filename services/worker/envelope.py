@@ -21,8 +21,11 @@ _FOREIGN_NAMESPACE = uuid.UUID("6f1d4c1e-8f4b-4a53-9a55-6c0a3d3b2f10")
 def _text(headers: dict[str, Any], name: str) -> str | None:
     value = headers.get(name)
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    # A header of a foreign publisher lands in a text column, which cannot hold U+0000.
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 def _delivery_id(message: AbstractIncomingMessage) -> uuid.UUID:
