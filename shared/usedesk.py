@@ -6,6 +6,7 @@ Wire structs live in `usedesk_wire`, the wire → event rules in `usedesk_mappin
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -100,7 +101,58 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
         raise _invalid_json(exc) from exc
     if not isinstance(payload, dict):
         raise DecodeError("unknown", "", f"expected a JSON object, got {show(payload)}")
+    _refuse_duplicate_keys(body, payload)
     return payload
+
+
+def _refuse_duplicate_keys(body: bytes, payload: dict[str, Any]) -> None:
+    """A JSON object that names a key twice is refused at the edge (I8).
+
+    A parser keeps one of the two values, and which one is a choice the sender and we need not
+    share: `{"secret": "x", "secret": "<valid>"}` must not authenticate. Cheap on the hot path
+    (about 15 µs for a 1 KB body): outside strings, every colon of a valid JSON text follows a
+    key, so the body names as many keys as the decoded payload holds, or repeats one. Only a
+    body that repeats one is parsed again, to name the key.
+    """
+    named = _STRING.sub(b"", _ESCAPE.sub(b"", body)).count(b":")
+    if named == _count_keys(payload):
+        return
+    try:
+        json.loads(body, object_pairs_hook=_unique_object)
+    except _DuplicateKey as exc:
+        reason = f"the key {show(exc.key)} appears twice in one object"
+        raise DecodeError("unknown", "", reason) from None
+    except ValueError:
+        pass
+    raise DecodeError("unknown", "", "a key appears twice in one object")
+
+
+def _count_keys(node: dict[str, Any] | list[Any]) -> int:
+    """Every key of every object in `node` (its depth is bounded by `_check_depth`)."""
+    values = node.values() if node.__class__ is dict else node
+    count = len(node) if node.__class__ is dict else 0
+    for value in values:
+        if value.__class__ is dict or value.__class__ is list:
+            count += _count_keys(value)
+    return count
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    unique = dict(pairs)
+    if len(unique) == len(pairs):
+        return unique
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    raise AssertionError("unreachable: fewer unique keys than pairs")
 
 
 def decode_webhook(

@@ -2,8 +2,8 @@
 
 Beside the decoder's own property tests (mutated webhooks, arbitrary bytes), these aim at the
 places a parser breaks: the depth pre-check against brackets hidden in strings and escapes
-(checked against the standard library's parser), duplicate keys (the last wins, as in the
-ingress's redaction), numbers beyond every machine range, invalid UTF-8 inside otherwise valid
+(checked against the standard library's parser), duplicate keys (refused at the edge, whatever
+their spelling), numbers beyond every machine range, invalid UTF-8 inside otherwise valid
 structure, and PHP bracket-key bombs in both form encodings. `make chaos` runs them with ten
 times the examples and counts them as bad inputs.
 """
@@ -127,11 +127,25 @@ def duplicate_keys(draw: st.DrawFn) -> bytes:
     return ("{" + ",".join(members) + "}").encode()
 
 
+def _names_a_key_twice(body: bytes) -> bool:
+    repeated = False
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        repeated = repeated or len({key for key, _ in pairs}) != len(pairs)
+        return dict(pairs)
+
+    json.loads(body, object_pairs_hook=pairs_hook)
+    return repeated
+
+
 @FUZZ
 @given(duplicate_keys())
-def test_duplicate_keys_decode_like_the_last_one_wins(body: bytes) -> None:
+def test_duplicate_keys_are_refused_at_the_edge(body: bytes) -> None:
     parsed = every_reader(body, JSON)
-    if parsed is not None:
+    if _names_a_key_twice(body):
+        assert parsed is None, "accepted an object that names a key twice"
+    else:
         assert parsed == json.loads(body)
 
 

@@ -20,7 +20,10 @@ KEY = "block-key-9876"
 
 
 def redacted(body: bytes, content_type: str = JSON) -> tuple[bytes, str]:
-    result = redact(body, content_type, parse_body(body, content_type))
+    # Decoded as a last-wins parser would: `parse_body` refuses duplicate keys at the edge,
+    # and redaction must hold on its own all the same.
+    payload = msgspec.json.decode(body) if content_type == JSON else parse_body(body, content_type)
+    result = redact(body, content_type, payload)
     return result.body, result.content_type
 
 
@@ -85,7 +88,7 @@ def test_bodies_that_defeat_in_place_redaction_are_reencoded(body: bytes) -> Non
     out, content_type = redacted(body)
     assert content_type == JSON
     assert b"hidden" not in out
-    expected, _ = redacted_payload(parse_body(body, JSON))
+    expected, _ = redacted_payload(msgspec.json.decode(body))  # the last key wins
     assert msgspec.json.decode(out) == expected
 
 

@@ -117,7 +117,9 @@ def test_other_content_types_are_refused(content_type: str) -> None:
 
 
 def test_parse_body_reads_json_objects_and_forms() -> None:
-    assert parse_body(b'{"a":1,"a":{"b":[2]}}', JSON) == {"a": {"b": [2]}}
+    assert parse_body(b'{"a":1,"c":{"b":[2]}}', JSON) == {"a": 1, "c": {"b": [2]}}
+    with pytest.raises(DecodeError, match=r'^unknown: the key "a" appears twice in one object$'):
+        parse_body(b'{"a":1,"a":{"b":[2]}}', JSON)
     assert parse_body(b"a[b][]=1", URLENCODED) == {"a": {"b": ["1"]}}
     with pytest.raises(DecodeError, match=r"^unknown: expected a JSON object, got an array$"):
         parse_body(b"[]", JSON)
