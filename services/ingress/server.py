@@ -17,6 +17,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiohttp import web
 
 from services.ingress.app import STATE, create_app
+from services.ingress.protocol import AIOHTTP_LOGGER, IngressRunner
 from services.ingress.webhook import IngressState
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -36,11 +37,15 @@ LISTEN_BACKLOG = 2048
 
 
 def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
-    """The runner every ingress listener uses, tests included."""
-    return web.AppRunner(
+    """The runner every ingress listener uses, tests included.
+
+    Its connections answer and log unparsable requests without quoting them (`protocol`).
+    """
+    return IngressRunner(
         app,
         handle_signals=False,
         access_log=None,  # one structured line per webhook is logged by the handler
+        logger=AIOHTTP_LOGGER,
         keepalive_timeout=KEEPALIVE_SECONDS,
         lingering_time=LINGER_SECONDS,
         # Refused compressed bodies must not be inflated while aiohttp drains them.
