@@ -197,6 +197,14 @@ SETTINGS: tuple[Setting, ...] = (
         "concurrent webhook requests per ingress process beyond which it answers 503 at once",
     ),
     Setting(
+        "DESKLEDGER_MAX_BODY_READERS",
+        "max_body_readers",
+        "256",
+        _int(1, 1_000_000),
+        "request bodies still arriving that one ingress process waits for at once (not counted"
+        " in DESKLEDGER_MAX_IN_FLIGHT); a newer one beyond it cuts the oldest off with 408",
+    ),
+    Setting(
         "DESKLEDGER_DRAIN_SECONDS",
         "drain_seconds",
         "5",
@@ -274,6 +282,7 @@ class Settings:
     publish_timeout: float
     read_timeout: float
     max_in_flight: int
+    max_body_readers: int
     drain_seconds: float
     delivery_limit: int
     prefetch: int

@@ -33,7 +33,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     state = IngressState()
     metrics = IngressMetrics(
-        broker_connected=lambda: state.broker_connected, in_flight=lambda: state.in_flight
+        broker_connected=lambda: state.broker_connected,
+        in_flight=lambda: state.in_flight,
+        reading=lambda: state.reading,
     )
     app[SETTINGS] = settings
     app[STATE] = state

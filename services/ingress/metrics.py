@@ -13,7 +13,12 @@ METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class IngressMetrics:
-    def __init__(self, broker_connected: Callable[[], bool], in_flight: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        broker_connected: Callable[[], bool],
+        in_flight: Callable[[], int],
+        reading: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "deskledger_ingress_requests",
@@ -34,6 +39,12 @@ class IngressMetrics:
         )
         # Read at scrape time: the handler keeps a plain counter, no lock on the hot path.
         self.in_flight.set_function(lambda: float(in_flight()))
+        self.reading = Gauge(
+            "deskledger_ingress_reading_bodies",
+            "Webhook requests whose body is still arriving (part of in_flight)",
+            registry=self.registry,
+        )
+        self.reading.set_function(lambda: float(reading()))
         self.broker_connected = Gauge(
             "deskledger_ingress_broker_connected",
             "1 while the RabbitMQ connection and channel are open",

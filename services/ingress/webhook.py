@@ -2,6 +2,13 @@
 
 The order of the steps is the cost order: what the headers can refuse goes first, the body is
 read under a cap and a deadline, parsed once, authenticated, and only then redacted and published.
+
+Two bounds, on two different things. `DESKLEDGER_MAX_IN_FLIGHT` counts only the requests whose
+body is whole (parsing, authenticating, waiting for the broker's confirm): those are what a
+broker outage piles up, and beyond the cap the answer is 503 at once. Bodies still arriving are
+not counted there, so clients that never finish theirs cannot make every real webhook a 503;
+they are bounded by `body.BodyReaders` instead (`DESKLEDGER_MAX_BODY_READERS`, where the newest
+request takes the place of the oldest) and by the read deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from aio_pika import DeliveryMode
 from aiohttp import web
 
 from services.ingress.authentication import SecretCheck
-from services.ingress.body import checked_content_type, read_body
+from services.ingress.body import BodyReaders, checked_content_type
 from services.ingress.metrics import IngressMetrics
 from services.ingress.publisher import Publisher, PublishFailed
 from services.ingress.redaction import redact
@@ -44,7 +51,14 @@ class IngressState:
 
     publisher: Publisher | None = None
     draining: bool = False
-    in_flight: int = 0
+    # Requests whose body is being read, and requests past it (counted against max_in_flight).
+    reading: int = 0
+    handling: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Every webhook request being handled now, its body read or not."""
+        return self.reading + self.handling
 
     @property
     def broker_connected(self) -> bool:
@@ -63,28 +77,39 @@ class WebhookEndpoint:
         self._max_bytes = settings.max_body_bytes
         self._read_timeout = settings.read_timeout
         self._max_in_flight = settings.max_in_flight
+        self._readers = BodyReaders(settings.max_body_readers)
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         delivery_id = str(uuid.uuid4())
         structlog.contextvars.bind_contextvars(delivery_id=delivery_id)
         kind = NO_KIND
-        if self._state.in_flight >= self._max_in_flight:
-            overloaded = unavailable("overloaded", "too many webhooks in flight; retry later")
-            return self._refused(kind, overloaded, started)
-        self._state.in_flight += 1
         try:
             content_type = checked_content_type(request, self._max_bytes)
-            body = await read_body(request, self._max_bytes, self._read_timeout)
+            body = await self._read(request)
+        except Refusal as refusal:
+            return self._refused(kind, refusal, started)
+        if self._state.handling >= self._max_in_flight:
+            overloaded = unavailable("overloaded", "too many webhooks in flight; retry later")
+            return self._refused(kind, overloaded, started)
+        self._state.handling += 1
+        try:
             payload = _parse(body, content_type)
             kind = detect_kind(payload)
             response, event = await self._keep(delivery_id, kind, body, content_type, payload)
         except Refusal as refusal:
             return self._refused(kind, refusal, started)
         finally:
-            self._state.in_flight -= 1
+            self._state.handling -= 1
         self._answered(event, kind, response.status, started)
         return response
+
+    async def _read(self, request: web.Request) -> bytes:
+        self._state.reading += 1
+        try:
+            return await self._readers.read(request, self._max_bytes, self._read_timeout)
+        finally:
+            self._state.reading -= 1
 
     async def _keep(
         self, delivery_id: str, kind: str, body: bytes, content_type: str, payload: dict[str, Any]
