@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -64,6 +64,8 @@ class BatchResult:
     outcomes: dict[UUID, Outcome] = field(default_factory=dict)
     already_processed: int = 0
     appended: list[StoredEvent] = field(default_factory=list)
+    # Per projection, the states of the rows the batch wrote (for the worker's report).
+    written: dict[str, dict[Any, Any]] = field(default_factory=dict)
 
     def counts(self) -> Counter[str]:
         return Counter(self.outcomes.values())
@@ -144,7 +146,7 @@ async def _append_and_project(conn: Conn, batch: Sequence[Decoded], result: Batc
     for item in batch:
         result.outcomes[item.delivery.delivery_id] = _outcome(item, appended_by)
     for projection in PROJECTIONS:
-        await apply(conn, projection, result.appended)
+        result.written[projection.name] = await apply(conn, projection, result.appended)
 
 
 async def record(
@@ -158,7 +160,7 @@ async def record(
     """
     result = BatchResult()
     async with conn.transaction():
-        await conn.execute(eventstore.TAKE_APPEND_LOCK, eventstore.APPEND_LOCK_KEY)
+        await eventstore.lock_appends(conn)
         ids = [item.delivery.delivery_id for item in batch]
         existing = {row["delivery_id"] for row in await conn.fetch(EXISTING, ids)}
         fresh: dict[UUID, Decoded] = {}
@@ -198,7 +200,7 @@ async def rerecord(conn: Conn, batch: Sequence[Decoded]) -> BatchResult:
     """Decode-again path for deliveries already in the table (`replay --reprocess-rejected`)."""
     result = BatchResult()
     async with conn.transaction():
-        await conn.execute(eventstore.TAKE_APPEND_LOCK, eventstore.APPEND_LOCK_KEY)
+        await eventstore.lock_appends(conn)
         await _append_and_project(conn, batch, result)
         ids = [item.delivery.delivery_id for item in batch]
         await conn.execute(

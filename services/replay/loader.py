@@ -24,41 +24,16 @@ from itertools import pairwise
 from typing import Any, TypeVar
 
 import asyncpg
-import msgspec
 
 from services.replay import snapshots
 from services.replay.progress import Progress
 from services.replay.schema import REBUILD_SCHEMA
 from services.replay.tasks import together
-from shared.events import Event
-from shared.eventstore import StoredEvent, high_water_mark
+from shared import eventstore
 from shared.projections.base import Projection, fold_into
 
-# `data` as UTF-8 bytes: msgspec decodes them directly, and asyncpg's built-in bytea decoder costs
-# less than a str (decoded, then encoded again for msgspec) or a Python-level jsonb codec.
-# `$2 <= ticket_id < $3`, NULL for no bound: the reader's range.
-READ_BY_TICKET = """
-SELECT ticket_id, position, convert_to(data::text, 'UTF8') AS data, delivery_id
-FROM events
-WHERE position <= $1
-  AND ($2::bigint IS NULL OR ticket_id >= $2)
-  AND ($3::bigint IS NULL OR ticket_id < $3)
-ORDER BY ticket_id, position
-"""
-
-# Where to cut the ticket ids so that each reader gets about as many events: percentiles of a 1%
-# sample of the store's pages (a few milliseconds; NULL, one range, when the sample is empty).
-SPLITS = """
-SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY ticket_id)
-FROM events TABLESAMPLE SYSTEM (1)
-"""
-# The progress bar's total: positions below the mark, a close upper bound of the events (only an
-# append that lost a conflict leaves a gap) that costs nothing, where count(*) scans the store.
-FIRST_POSITION = "SELECT coalesce(min(position), 1) FROM events"
 SET_LZ4 = "SET default_toast_compression = lz4"
 GC_YOUNG_THRESHOLD = 50_000
-
-_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 T = TypeVar("T")
 Bounds = tuple[int | None, int | None]
@@ -77,9 +52,9 @@ async def _fast_compression(writer: asyncpg.Connection) -> None:
         await writer.execute(SET_LZ4)
 
 
-def ranges(splits: Sequence[int | None] | None) -> list[Bounds]:
+def ranges(splits: Sequence[int | None]) -> list[Bounds]:
     """Ticket ranges cut at `splits`, covering every ticket id once."""
-    inner = sorted({cut for cut in splits or () if cut is not None})
+    inner = sorted({cut for cut in splits if cut is not None})
     cuts: list[int | None] = [None, *inner, None]
     return list(pairwise(cuts))
 
@@ -93,10 +68,10 @@ async def bulk_load(
     """Load one snapshot of the store; returns its high-water mark and the finished Loader."""
     first, *others = readers
     async with first.transaction(isolation="repeatable_read", readonly=True):
-        until = await high_water_mark(first)
-        start = await first.fetchval(FIRST_POSITION)
-        fractions = [n / len(readers) for n in range(1, len(readers))]
-        splits = await first.fetchval(SPLITS, fractions) if fractions else None
+        until = await eventstore.high_water_mark(first)
+        start = await eventstore.first_position(first)
+        splits = await eventstore.ticket_splits(first, len(readers))
+        # Positions below the mark: a close upper bound of the events that costs nothing.
         progress = Progress("rebuild", max(0, until - start + 1))
         loader = Loader(writer, projections, progress, fetch_size=fetch_size)
         async with snapshots.joined(await snapshots.export(first), others):
@@ -163,7 +138,7 @@ class Loader:
 
     async def _read(self, conn: asyncpg.Connection, until: int, bounds: Bounds) -> None:
         """Chunks of whole tickets from one range, the next one always being fetched."""
-        cursor = await conn.cursor(READ_BY_TICKET, until, *bounds)
+        cursor = await conn.cursor(eventstore.READ_BY_TICKET, until, *bounds)
         carry: list[asyncpg.Record] = []
         pending = asyncio.ensure_future(cursor.fetch(self.fetch_size))
         try:
@@ -196,7 +171,7 @@ class Loader:
     async def _fold(self, rows: _Chunk) -> None:
         if not rows:
             return
-        events = [StoredEvent(row[1], _decoder.decode(row[2]), row[3]) for row in rows]
+        events = [eventstore.decode_row(row[1], row[2], row[3]) for row in rows]
         for projection in self.projections:
             await asyncio.sleep(0)  # let the readers' chunks arrive meanwhile
             states: dict[Any, Any] = {}

@@ -4,9 +4,10 @@ The replay lock is a session advisory lock on a dedicated connection that lives 
 replay: a pool connection would drop it when released, and a killed replay drops it with its
 connection, so a crash never leaves it behind.
 
-`appends_paused` holds `APPEND_LOCK_KEY` at session level. Session and transaction advisory locks
-on one key conflict with each other, and every appending transaction takes the transaction-level
-one first (`shared.eventstore`), so while it is held no append is in flight and none can start.
+`appends_paused` holds the append lock at session level (`eventstore.pause_appends`). Session
+and transaction advisory locks on one key conflict with each other, and every appending
+transaction takes the transaction-level one first (`eventstore.lock_appends`), so while it is
+held no append is in flight and none can start.
 A lock_timeout bounds the wait: waiting for it would queue every worker behind the replay.
 
 While the replay holds the append lock, a replay process that stops responding (suspended with
@@ -21,9 +22,9 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from shared import eventstore
 from shared.db import Conn
 from shared.errors import DeskLedgerError
-from shared.eventstore import APPEND_LOCK_KEY
 
 # How the replay's sessions show in pg_stat_activity, for operators watching it.
 APPLICATION_NAME = "deskledger replay"
@@ -53,8 +54,6 @@ SELECT
     set_config('lock_timeout', $1, true),
     set_config('idle_in_transaction_session_timeout', $2, true)
 """
-LOCK = "SELECT pg_advisory_lock($1)"
-UNLOCK = "SELECT pg_advisory_unlock($1)"
 
 
 class ReplayBusy(DeskLedgerError):
@@ -104,7 +103,7 @@ async def appends_paused(conn: Conn, seconds: float) -> AsyncIterator[None]:
     await conn.execute(SET_STALL_LIMIT, STALLED_SESSION)
     await conn.execute(SET_LOCK_TIMEOUT, milliseconds(seconds))
     try:
-        await conn.execute(LOCK, APPEND_LOCK_KEY)
+        await eventstore.pause_appends(conn)
     except asyncpg.LockNotAvailableError as exc:
         raise LockTimeout(f"appends could not be paused within {seconds:g} s") from exc
     finally:
@@ -112,5 +111,5 @@ async def appends_paused(conn: Conn, seconds: float) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await conn.execute(UNLOCK, APPEND_LOCK_KEY)
+        await eventstore.resume_appends(conn)
         await conn.execute(RESET_STALL_LIMIT)

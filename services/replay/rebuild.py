@@ -45,7 +45,7 @@ import asyncpg
 import structlog
 
 from services.replay import schema, snapshots
-from services.replay.catchup import catch_up, quiet
+from services.replay.catchup import catch_up
 from services.replay.comparison import TableComparison, compare, log_comparisons
 from services.replay.faults import AFTER_COPY, BEFORE_SWAP_COMMIT, fault_point
 from services.replay.loader import bulk_load
@@ -59,8 +59,8 @@ from services.replay.locks import (
     replay_lock,
 )
 from services.replay.tasks import spread
+from shared import eventstore
 from shared.errors import DeskLedgerError
-from shared.eventstore import APPEND_LOCK_KEY, TAKE_APPEND_LOCK
 from shared.projections.base import Projection
 
 log = structlog.get_logger()
@@ -106,7 +106,7 @@ class Rebuild:
     def __init__(self, database_url: str, options: RebuildOptions) -> None:
         self.database_url = database_url
         self.options = options
-        self.projections = [quiet(p) for p in options.projections]
+        self.projections = list(options.projections)
         self.tables = tuple(p.table for p in options.projections)
         self.report = RebuildReport(self.tables)
         self.live = ""
@@ -235,7 +235,7 @@ class Rebuild:
             await conn.execute(
                 SET_LOCAL_LIMITS, milliseconds(self.options.lock_timeout), STALLED_SESSION
             )
-            await conn.execute(TAKE_APPEND_LOCK, APPEND_LOCK_KEY)
+            await eventstore.lock_appends(conn)
             await schema.use_rebuild(conn, self.live)
             last, count = await catch_up(conn, self.projections, last, self.options.fetch_size)
             await schema.lock_live(conn, self.live, self.tables)

@@ -114,6 +114,7 @@ async def ours_events_only(url: str, items: list[Decoded]) -> float:
         started = time.perf_counter()
         for start in range(0, len(new), BATCH):
             async with conn.transaction():
+                await eventstore.lock_appends(conn)
                 await eventstore.append(conn, new[start : start + BATCH])
         return len(new) / (time.perf_counter() - started)
     finally:

@@ -52,7 +52,7 @@ def test_progress_draws_a_bar_with_rate_on_a_terminal() -> None:
 
 
 def test_ticket_ranges_cover_every_id_once() -> None:
-    assert ranges(None) == [(None, None)]
+    assert ranges([]) == [(None, None)]
     assert ranges([None]) == [(None, None)]
     assert ranges([30, 10, 30]) == [(None, 10), (10, 30), (30, None)]
 
