@@ -32,6 +32,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, MessageProcessError
 
 from services.worker import metrics
 from services.worker.envelope import to_delivery
+from services.worker.report import report
 from shared.broker import declare_topology
 from shared.db import is_transient
 from shared.recording import BatchResult, Decoded, decode, record, record_alone
@@ -175,7 +176,7 @@ class Worker:
             return
         await self._ack(messages)
         try:
-            self._report(result, decoded, time.perf_counter() - started)
+            report(result, decoded, time.perf_counter() - started)
         except Exception:  # acked already: a failing report must not turn into a nack
             log.exception("batch_report_failed")
 
@@ -232,7 +233,7 @@ class Worker:
                 await _settle(message.nack(requeue=True), 1)
                 continue
             await _settle(message.ack(), 1)
-            self._report(result, [item], 0.0)
+            report(result, [item], 0.0)
 
     async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
         if self.concurrency == 1:
@@ -241,33 +242,6 @@ class Worker:
             return
         for message in messages:
             await _settle(message.ack(), 1)
-
-    def _report(self, result: BatchResult, batch: list[Decoded], seconds: float) -> None:
-        counts = result.counts()
-        for item in batch:
-            if item.error is not None and item.delivery.delivery_id in result.outcomes:
-                log.warning(
-                    "delivery_rejected",
-                    delivery_id=str(item.delivery.delivery_id),
-                    kind=item.delivery.kind,
-                    error=item.error,
-                )
-        for outcome, count in counts.items():
-            metrics.DELIVERIES.labels(outcome).inc(count)
-        metrics.BATCHES.inc()
-        metrics.EVENTS.inc(len(result.appended))
-        metrics.BATCH_SECONDS.observe(seconds)
-        log.info(
-            "batch_committed",
-            size=len(batch),
-            recorded=counts["recorded"],
-            duplicates=counts["duplicate"],
-            ignored=counts["ignored"],
-            rejected=counts["rejected"],
-            already_processed=result.already_processed,
-            duration_ms=round(seconds * 1000, 1),
-            delivery_ids=[str(item.delivery.delivery_id) for item in batch],
-        )
 
 
 async def _settle(action: Awaitable[None], size: int) -> None:

@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 from shared.events import CommentCreated, Event
 from shared.eventstore import StoredEvent
-from shared.projections.base import Projection
+from shared.projections.base import Bigint, Boolean, Projection, Table, Text, Timestamptz
 
-COLUMNS = (
-    "comment_id",
-    "ticket_id",
-    "type",
-    "author",
-    "user_id",
-    "client_id",
-    "message",
-    "published_at",
-    "is_first",
-)
+
+class CommentRow(NamedTuple):
+    comment_id: Bigint
+    ticket_id: Bigint
+    type: Text | None
+    author: Text | None
+    user_id: Bigint | None
+    client_id: Bigint | None
+    message: Text | None
+    published_at: Timestamptz
+    is_first: Boolean
+
+
+TABLE = Table.of("ticket_comments", CommentRow, key="comment_id", on_conflict="keep")
 
 
 def key(event: Event) -> int | None:
     return event.comment_id if isinstance(event, CommentCreated) else None
 
 
-def fold(state: tuple[Any, ...] | None, stored: StoredEvent) -> tuple[Any, ...]:
+def fold(state: CommentRow | None, stored: StoredEvent) -> CommentRow:
     # A comment is never edited by a webhook: the first (only) event is the row.
     event = stored.event
-    if state is not None or not isinstance(event, CommentCreated):
-        return state if state is not None else ()
-    return (
+    if state is not None:
+        return state
+    assert isinstance(event, CommentCreated)
+    return CommentRow(
         event.comment_id,
         event.ticket_id,
         event.visibility,
@@ -43,35 +47,10 @@ def fold(state: tuple[Any, ...] | None, stored: StoredEvent) -> tuple[Any, ...]:
     )
 
 
-def row(state: tuple[Any, ...]) -> tuple[Any, ...]:
+def row(state: CommentRow) -> CommentRow:
     return state
 
 
-UPSERT = """
-INSERT INTO ticket_comments (
-    comment_id,
-    ticket_id,
-    type,
-    author,
-    user_id,
-    client_id,
-    message,
-    published_at,
-    is_first
-)
-SELECT * FROM unnest(
-    $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
-    $8::timestamptz[], $9::boolean[]
-)
-ON CONFLICT (comment_id) DO NOTHING
-"""
-
-PROJECTION: Projection[int, tuple[Any, ...]] = Projection(
-    name="ticket_comments",
-    table="ticket_comments",
-    columns=COLUMNS,
-    key=key,
-    fold=fold,
-    row=row,
-    upsert_sql=UPSERT,
+PROJECTION: Projection[int, CommentRow] = Projection(
+    name="ticket_comments", definition=TABLE, key=key, fold=fold, row=row
 )

@@ -2,31 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 import asyncpg
 
 from shared.events import Event, RatingGiven
 from shared.eventstore import StoredEvent
-from shared.projections.base import Projection, stamp
-
-COLUMNS = (
-    "rating_id",
-    "ticket_id",
-    "rating",
-    "comment",
-    "client_id",
-    "user_id",
-    "ticket_comment_id",
-    "created_at",
-    "updated_at",
+from shared.projections.base import (
+    Bigint,
+    Integer,
+    Projection,
+    Table,
+    Text,
+    Timestamptz,
+    stamp,
 )
+
+
+class RatingRow(NamedTuple):
+    rating_id: Bigint
+    ticket_id: Bigint
+    rating: Integer | None
+    comment: Text | None
+    client_id: Bigint | None
+    user_id: Bigint | None
+    ticket_comment_id: Bigint | None
+    created_at: Timestamptz | None
+    updated_at: Timestamptz | None
+
+
+TABLE = Table.of("ticket_ratings", RatingRow, key="rating_id", on_conflict="replace")
 
 
 class RatingState:
     __slots__ = ("row", "version")
 
-    def __init__(self, version: str, row: tuple[Any, ...]) -> None:
+    def __init__(self, version: str, row: RatingRow) -> None:
         self.version = version
         self.row = row
 
@@ -47,7 +58,7 @@ def fold(state: RatingState | None, stored: StoredEvent) -> RatingState:
         return state
     return RatingState(
         version,
-        (
+        RatingRow(
             event.rating_id,
             event.ticket_id,
             event.rating,
@@ -61,67 +72,23 @@ def fold(state: RatingState | None, stored: StoredEvent) -> RatingState:
     )
 
 
-def row(state: RatingState) -> tuple[Any, ...]:
+def row(state: RatingState) -> RatingRow:
     return state.row
 
 
 def load(record: asyncpg.Record) -> tuple[int, RatingState]:
-    values = tuple(record[column] for column in COLUMNS)
+    values = RatingRow(*record.values())
     moment = record["updated_at"] or record["created_at"]
     version = stamp(moment, "rating", record["rating_id"]) if moment else ""
     return record["rating_id"], RatingState(version, values)
 
 
-LOAD = """
-SELECT
-    rating_id,
-    ticket_id,
-    rating,
-    comment,
-    client_id,
-    user_id,
-    ticket_comment_id,
-    created_at,
-    updated_at
-FROM ticket_ratings
-WHERE rating_id = ANY($1::bigint[])
-"""
-
-UPSERT = """
-INSERT INTO ticket_ratings (
-    rating_id,
-    ticket_id,
-    rating,
-    comment,
-    client_id,
-    user_id,
-    ticket_comment_id,
-    created_at,
-    updated_at
-)
-SELECT * FROM unnest(
-    $1::bigint[], $2::bigint[], $3::integer[], $4::text[], $5::bigint[], $6::bigint[],
-    $7::bigint[], $8::timestamptz[], $9::timestamptz[]
-)
-ON CONFLICT (rating_id) DO UPDATE SET
-    ticket_id = EXCLUDED.ticket_id,
-    rating = EXCLUDED.rating,
-    comment = EXCLUDED.comment,
-    client_id = EXCLUDED.client_id,
-    user_id = EXCLUDED.user_id,
-    ticket_comment_id = EXCLUDED.ticket_comment_id,
-    created_at = EXCLUDED.created_at,
-    updated_at = EXCLUDED.updated_at
-"""
-
 PROJECTION: Projection[int, RatingState] = Projection(
     name="ticket_ratings",
-    table="ticket_ratings",
-    columns=COLUMNS,
+    definition=TABLE,
     key=key,
     fold=fold,
     row=row,
-    upsert_sql=UPSERT,
-    load_sql=LOAD,
+    load_sql=TABLE.load_sql(),
     load=load,
 )

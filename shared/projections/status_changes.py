@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 from shared.events import Event, TicketChanged
 from shared.eventstore import StoredEvent
-from shared.projections.base import Projection
+from shared.projections.base import Bigint, Integer, Projection, Table, Text, Timestamptz
 
-COLUMNS = (
-    "source_id",
-    "ticket_id",
-    "old_status",
-    "new_status",
-    "changed_at",
-    "user_id",
-    "trigger_id",
-    "changed_by",
-)
+
+class StatusChangeRow(NamedTuple):
+    source_id: Text
+    ticket_id: Bigint
+    old_status: Integer | None
+    new_status: Integer | None
+    changed_at: Timestamptz
+    user_id: Bigint | None
+    trigger_id: Bigint | None
+    changed_by: Text
+
+
+TABLE = Table.of("ticket_status_changes", StatusChangeRow, key="source_id", on_conflict="keep")
 
 
 def key(event: Event) -> str | None:
@@ -26,12 +29,13 @@ def key(event: Event) -> str | None:
     return None
 
 
-def fold(state: tuple[Any, ...] | None, stored: StoredEvent) -> tuple[Any, ...]:
+def fold(state: StatusChangeRow | None, stored: StoredEvent) -> StatusChangeRow:
     # One change is one fact; a state that exists already came from this same event.
     event = stored.event
-    if state is not None or not isinstance(event, TicketChanged):
-        return state if state is not None else ()
-    return (
+    if state is not None:
+        return state
+    assert isinstance(event, TicketChanged)
+    return StatusChangeRow(
         event.source_id,
         event.ticket_id,
         event.old_status,
@@ -43,34 +47,10 @@ def fold(state: tuple[Any, ...] | None, stored: StoredEvent) -> tuple[Any, ...]:
     )
 
 
-def row(state: tuple[Any, ...]) -> tuple[Any, ...]:
+def row(state: StatusChangeRow) -> StatusChangeRow:
     return state
 
 
-UPSERT = """
-INSERT INTO ticket_status_changes (
-    source_id,
-    ticket_id,
-    old_status,
-    new_status,
-    changed_at,
-    user_id,
-    trigger_id,
-    changed_by
-)
-SELECT * FROM unnest(
-    $1::text[], $2::bigint[], $3::integer[], $4::integer[], $5::timestamptz[], $6::bigint[],
-    $7::bigint[], $8::text[]
-)
-ON CONFLICT (source_id) DO NOTHING
-"""
-
-PROJECTION: Projection[str, tuple[Any, ...]] = Projection(
-    name="ticket_status_changes",
-    table="ticket_status_changes",
-    columns=COLUMNS,
-    key=key,
-    fold=fold,
-    row=row,
-    upsert_sql=UPSERT,
+PROJECTION: Projection[str, StatusChangeRow] = Projection(
+    name="ticket_status_changes", definition=TABLE, key=key, fold=fold, row=row
 )

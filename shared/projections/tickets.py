@@ -8,12 +8,12 @@ the creation then completes without overwriting the newer values (I5).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
-import structlog
 
 from shared.events import (
     CommentCreated,
@@ -24,10 +24,19 @@ from shared.events import (
     TicketCreated,
 )
 from shared.eventstore import StoredEvent
-from shared.projections.base import Projection, stamp
+from shared.projections.base import (
+    Bigint,
+    Boolean,
+    Bytea,
+    Integer,
+    Jsonb,
+    Projection,
+    Table,
+    Text,
+    Timestamptz,
+    stamp,
+)
 from shared.projections.lifecycle import StatusEntry, lifecycle
-
-log = structlog.get_logger()
 
 Scalar = int | str | None
 
@@ -195,43 +204,45 @@ def key(event: Event) -> int:
     return event.ticket_id
 
 
-COLUMNS = (
-    "ticket_id",
-    "company_id",
-    "status_id",
-    "subject",
-    "client_id",
-    "assignee_id",
-    "group_id",
-    "channel_id",
-    "email",
-    "published_at",
-    "last_updated_at",
-    "custom_fields",
-    "tags",
-    "comments_count",
-    "rating",
-    "first_response_at",
-    "first_resolved_at",
-    "resolved_at",
-    "reopened_count",
-    "status_durations",
-    "suspected_gaps",
-    "partial",
-    "events_count",
-    "fold_state",
-)
+class TicketRow(NamedTuple):
+    ticket_id: Bigint
+    company_id: Bigint | None
+    status_id: Integer | None
+    subject: Text | None
+    client_id: Bigint | None
+    assignee_id: Bigint | None
+    group_id: Bigint | None
+    channel_id: Bigint | None
+    email: Text | None
+    published_at: Timestamptz | None
+    last_updated_at: Timestamptz | None
+    custom_fields: Jsonb
+    tags: Jsonb
+    comments_count: Integer
+    rating: Integer | None
+    first_response_at: Timestamptz | None
+    first_resolved_at: Timestamptz | None
+    resolved_at: Timestamptz | None
+    reopened_count: Integer
+    status_durations: Jsonb
+    suspected_gaps: Integer
+    partial: Boolean
+    events_count: Integer
+    fold_state: Bytea
 
 
-def row(state: TicketState) -> tuple[Any, ...]:
+TABLE = Table.of("tickets", TicketRow, key="ticket_id", on_conflict="replace")
+
+
+def row(state: TicketState) -> TicketRow:
     metrics = lifecycle(state.history)
-    v = state.values
+    v: dict[str, Any] = state.values  # each key holds the type of its column
     fields = {
         k: {"name": name, "value": value}
         for k, (_, name, value) in sorted(state.custom_fields.items())
     }
     tags = sorted(tag for tag, (_, present) in state.tags.items() if present)
-    return (
+    return TicketRow(
         state.ticket_id,
         v.get("company_id"),
         metrics.status_id,
@@ -263,80 +274,22 @@ def load(record: asyncpg.Record) -> tuple[int, TicketState]:
     return record["ticket_id"], _state_decoder.decode(record["fold_state"])
 
 
-def watch(state: TicketState | None) -> frozenset[tuple[str, str]]:
-    return frozenset(lifecycle(state.history).gaps) if state is not None else frozenset()
+def suspected_gaps(state: TicketState, events: Collection[str]) -> list[tuple[str, str]]:
+    """The suspected gaps of `state` that involve one of `events` ("<type>:<source_id>").
 
+    A gap is a pair of neighbours in the sorted status history; a pair of events stored before
+    cannot become neighbours by an insertion, so the gaps a batch brought to light are exactly
+    those that involve an event it appended (the worker logs them, see its report).
+    """
+    return [gap for gap in lifecycle(state.history).gaps if gap[0] in events or gap[1] in events]
 
-def observe(after: TicketState, known: frozenset[tuple[str, str]]) -> None:
-    """Log every newly suspected gap (a lost webhook?) with both event ids."""
-    for previous_event, event in lifecycle(after.history).gaps:
-        if (previous_event, event) not in known:
-            log.warning(
-                "suspected_gap",
-                ticket_id=after.ticket_id,
-                previous_event=previous_event,
-                gap_event=event,
-                hint="a change's old status is not the status the previous change left",
-            )
-
-
-LOAD = """
-SELECT ticket_id, fold_state
-FROM tickets
-WHERE ticket_id = ANY($1::bigint[])
-"""
-
-UPSERT = """
-INSERT INTO tickets (
-    ticket_id, company_id, status_id, subject, client_id, assignee_id, group_id,
-    channel_id, email, published_at, last_updated_at, custom_fields, tags,
-    comments_count, rating, first_response_at, first_resolved_at, resolved_at,
-    reopened_count, status_durations, suspected_gaps, partial, events_count,
-    fold_state
-)
-SELECT * FROM unnest(
-    $1::bigint[], $2::bigint[], $3::integer[], $4::text[], $5::bigint[], $6::bigint[],
-    $7::bigint[], $8::bigint[], $9::text[], $10::timestamptz[], $11::timestamptz[],
-    $12::jsonb[], $13::jsonb[], $14::integer[], $15::integer[], $16::timestamptz[],
-    $17::timestamptz[], $18::timestamptz[], $19::integer[], $20::jsonb[], $21::integer[],
-    $22::boolean[], $23::integer[], $24::bytea[]
-)
-ON CONFLICT (ticket_id) DO UPDATE SET
-    company_id = EXCLUDED.company_id,
-    status_id = EXCLUDED.status_id,
-    subject = EXCLUDED.subject,
-    client_id = EXCLUDED.client_id,
-    assignee_id = EXCLUDED.assignee_id,
-    group_id = EXCLUDED.group_id,
-    channel_id = EXCLUDED.channel_id,
-    email = EXCLUDED.email,
-    published_at = EXCLUDED.published_at,
-    last_updated_at = EXCLUDED.last_updated_at,
-    custom_fields = EXCLUDED.custom_fields,
-    tags = EXCLUDED.tags,
-    comments_count = EXCLUDED.comments_count,
-    rating = EXCLUDED.rating,
-    first_response_at = EXCLUDED.first_response_at,
-    first_resolved_at = EXCLUDED.first_resolved_at,
-    resolved_at = EXCLUDED.resolved_at,
-    reopened_count = EXCLUDED.reopened_count,
-    status_durations = EXCLUDED.status_durations,
-    suspected_gaps = EXCLUDED.suspected_gaps,
-    partial = EXCLUDED.partial,
-    events_count = EXCLUDED.events_count,
-    fold_state = EXCLUDED.fold_state
-"""
 
 PROJECTION: Projection[int, TicketState] = Projection(
     name="tickets",
-    table="tickets",
-    columns=COLUMNS,
+    definition=TABLE,
     key=key,
     fold=fold,
     row=row,
-    upsert_sql=UPSERT,
-    load_sql=LOAD,
+    load_sql=TABLE.load_sql("ticket_id", "fold_state"),
     load=load,
-    watch=watch,
-    observe=observe,
 )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from services.worker.report import report
 from shared.logging import configure_logging
 from shared.recording import record
 from tests.helpers.deliveries import STORY, decoded, fixture
@@ -113,11 +114,19 @@ async def test_change_before_creation_is_completed_without_losing_newer_values(
 
 
 async def test_a_suspected_gap_is_logged_with_both_event_ids(db: asyncpg.Connection) -> None:
+    """The worker's report of each batch names the gaps that batch brought to light."""
     stream = io.StringIO()
     configure_logging("test", "info", "json", stream=stream)
-    await record(db, [decoded(fixture("ticket_created.json"))])
-    await record(db, [decoded(fixture("ticket_changed.json"))])  # "from 1", but it was 8
-    await record(db, [decoded(fixture("rating.json"))])  # no new gap: logged once only
+    # The change says "from 1", but the ticket was created as 8; the rating brings no new gap,
+    # and a second copy of the change appends nothing: the gap is logged once only.
+    for name in (
+        "ticket_created.json",
+        "ticket_changed.json",
+        "rating.json",
+        "ticket_changed.json",
+    ):
+        batch = [decoded(fixture(name))]
+        report(await record(db, batch), batch, 0.0)
     gaps = [json.loads(line) for line in stream.getvalue().splitlines() if "suspected_gap" in line]
     assert len(gaps) == 1
     assert gaps[0]["previous_event"] == "ticket_created:3318840"

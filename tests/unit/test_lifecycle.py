@@ -41,7 +41,7 @@ def row(*events: object) -> dict[str, object]:
     stored = [StoredEvent(i, e, None) for i, e in enumerate(events)]  # type: ignore[arg-type]
     states: dict[int, tickets.TicketState] = {}
     fold_into(tickets.PROJECTION, states, stored)
-    return dict(zip(tickets.COLUMNS, tickets.row(states[1]), strict=True))
+    return tickets.row(states[1])._asdict()
 
 
 def test_solved_reopened_and_solved_again() -> None:
