@@ -25,13 +25,17 @@ Answers:
        `secret` and every `custom_blocks[].secret_key` redacted; also for ping, chat and
        unknown kinds. A ping without a valid secret gets 200 {{"delivery_id": null}} and
        nothing of it is kept.
-  400  the body does not parse            401  `secret` missing or wrong
-  408  the body took longer than DESKLEDGER_READ_TIMEOUT
+  400  the body does not parse (bad_body) or the request is not well-formed HTTP
+       (bad_framing; neither answer nor log quotes its bytes)
+  401  `secret` missing or wrong
+  408  the body took longer than DESKLEDGER_READ_TIMEOUT, or was still arriving when
+       DESKLEDGER_MAX_BODY_READERS newer bodies needed its place
   413  the body exceeds DESKLEDGER_MAX_BODY_BYTES
   415  not application/json, application/x-www-form-urlencoded or multipart/form-data,
        or any Content-Encoding
   503  (with Retry-After) no confirm within DESKLEDGER_PUBLISH_TIMEOUT, the broker is
-       unreachable, or DESKLEDGER_MAX_IN_FLIGHT webhooks are already in flight
+       unreachable, or DESKLEDGER_MAX_IN_FLIGHT webhooks with a whole body are already
+       being parsed or published (bodies still arriving are not counted)
 Errors are JSON: {{"error": "<code>", "detail": "<text>"}}.
 
 GET /healthz (alive), /readyz (broker connected and not draining), /metrics (Prometheus).
@@ -42,9 +46,9 @@ process exits 0. Refuses to start (exit 2) without DESKLEDGER_SECRETS; exits 1 w
 RabbitMQ cannot be reached at start.
 
 In front of it, a load balancer should bound what aiohttp cannot: the time to send the
-request head (e.g. nginx client_header_timeout 10s) and the number of connections per
-client; its upstream idle timeout must stay under the ingress's keep-alive of
-{KEEPALIVE_SECONDS:g} s.
+request head (e.g. nginx client_header_timeout 10s, HAProxy timeout http-request) and the
+number of connections per client (docs/operations.md); its upstream idle timeout must
+stay under the ingress's keep-alive of {KEEPALIVE_SECONDS:g} s.
 """
 
 

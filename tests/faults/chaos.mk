@@ -1,7 +1,8 @@
 # make chaos: every fault test on the machine's real PostgreSQL and RabbitMQ (the slow ones
 # too: broker stopped and killed, memory alarm, PostgreSQL crash, slow clients, a flood of
 # 1,100 slow bodies, multipart header bombs), schemathesis against the live ingress and the
-# decoding fuzzers at ten times their examples; then the totals (tests/faults/summary.py). Fails when anything acknowledged was lost or doubled.
+# decoding fuzzers at ten times their examples; then the totals (tests/faults/summary.py).
+# Fails when anything acknowledged was lost or doubled.
 # Included from the Makefile. Schemathesis lives in its own venv under build/ (not a project
 # dependency): it pins its own hypothesis.
 
