@@ -194,7 +194,9 @@ SETTINGS: tuple[Setting, ...] = (
         "max_in_flight",
         "1024",
         _int(1, 1_000_000),
-        "concurrent webhook requests per ingress process beyond which it answers 503 at once",
+        "webhooks per ingress process whose body has arrived and that wait to be parsed or"
+        " confirmed, beyond which it answers 503 at once (bodies still arriving count in"
+        " DESKLEDGER_MAX_BODY_READERS)",
     ),
     Setting(
         "DESKLEDGER_MAX_BODY_READERS",
