@@ -23,10 +23,9 @@ import asyncio
 from aiohttp import web
 
 from services.ingress.refusal import Refusal
-from shared.forms import MULTIPART, URLENCODED
-from shared.usedesk import JSON_CONTENT_TYPE
+from shared.usedesk.media import JSON, MULTIPART, URLENCODED
 
-MEDIA_TYPES = (JSON_CONTENT_TYPE, URLENCODED, MULTIPART)
+MEDIA_TYPES = (JSON, URLENCODED, MULTIPART)
 # A refused body may still be on its way; the client must not reuse the connection.
 _CLOSE = {"Connection": "close"}
 

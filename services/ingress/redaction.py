@@ -18,8 +18,8 @@ from urllib.parse import unquote_to_bytes
 import msgspec
 
 from shared.errors import DecodeError
-from shared.forms import URLENCODED
-from shared.usedesk import JSON_CONTENT_TYPE, parse_body
+from shared.usedesk import parse_body
+from shared.usedesk.media import JSON, URLENCODED, media_type
 
 REDACTED = "[redacted]"
 
@@ -48,8 +48,8 @@ class Redacted:
 def redact(body: bytes, content_type: str, payload: dict[str, Any]) -> Redacted:
     """`body` (which parses to `payload`) without its secrets."""
     expected, secret_keys = redacted_payload(payload)
-    media = content_type.partition(";")[0].strip().lower()
-    if media == JSON_CONTENT_TYPE:
+    media = media_type(content_type).type
+    if media == JSON:
         candidate = _json_in_place(body, secret_keys)
     elif media == URLENCODED:
         candidate = _form_in_place(body)
@@ -57,7 +57,7 @@ def redact(body: bytes, content_type: str, payload: dict[str, Any]) -> Redacted:
         candidate = None
     if candidate is not None and _parses_to(candidate, content_type, expected):
         return Redacted(candidate, content_type)
-    return Redacted(msgspec.json.encode(expected), JSON_CONTENT_TYPE)
+    return Redacted(msgspec.json.encode(expected), JSON)
 
 
 def redacted_payload(payload: dict[str, Any]) -> tuple[dict[str, Any], int]:

@@ -34,7 +34,8 @@ from services.ingress.refusal import Refusal, error_response, unavailable
 from shared.broker import H_BODY_SHA256, H_CONTENT_TYPE, H_KIND, H_RECEIVED_AT
 from shared.errors import DecodeError
 from shared.settings import Settings
-from shared.usedesk import JSON_CONTENT_TYPE, detect_kind, parse_body
+from shared.usedesk import detect_kind, parse_body
+from shared.usedesk.media import JSON
 
 log = structlog.get_logger()
 
@@ -173,4 +174,4 @@ def _message(
 
 
 def _json_response(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
+    return web.Response(body=body, content_type=JSON)

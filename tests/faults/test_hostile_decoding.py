@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import DecodeError
-from shared.forms import MAX_DEPTH, MAX_FIELDS, parse_form
 from shared.usedesk import MAX_JSON_DEPTH, decode_webhook, parse_body
+from shared.usedesk.forms import MAX_DEPTH, MAX_FIELDS, parse_form
 from tests.faults.checker import record
 
 JSON = "application/json"

@@ -1,4 +1,4 @@
-"""Form bodies rebuilt into the nested dicts and lists a JSON body would have (`shared.forms`)."""
+"""Form bodies rebuilt into the nested dicts and lists a JSON body would have (`usedesk.forms`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import DecodeError
-from shared.forms import FORM_CONTENT_TYPES, MAX_DEPTH, MAX_FIELDS, parse_form
+from shared.usedesk.forms import MAX_DEPTH, MAX_FIELDS, parse_form
+from shared.usedesk.media import FORMS
 from tests.helpers.php_forms import URLENCODED, http_build_query, multipart
 
 MULTIPART = "multipart/form-data; boundary=XyZ"
@@ -27,7 +28,7 @@ def failure(body: bytes, content_type: str = URLENCODED) -> DecodeError:
 
 
 def test_form_content_types_are_the_two_form_media_types() -> None:
-    assert sorted(FORM_CONTENT_TYPES) == [URLENCODED, "multipart/form-data"]
+    assert sorted(FORMS) == [URLENCODED, "multipart/form-data"]
 
 
 def test_bracket_keys_nest_and_numeric_indexes_become_lists() -> None:

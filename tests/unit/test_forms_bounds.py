@@ -7,7 +7,8 @@ import time
 import pytest
 
 from shared.errors import DecodeError
-from shared.forms import MAX_HEADER_PARAMS, MAX_PART_HEAD_BYTES, parse_form
+from shared.usedesk.forms import MAX_PART_HEAD_BYTES, parse_form
+from shared.usedesk.media import MAX_HEADER_PARAMS
 
 MULTIPART = "multipart/form-data; boundary=XyZ"
 

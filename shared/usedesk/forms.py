@@ -20,10 +20,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from shared.errors import DecodeError
-
-URLENCODED = "application/x-www-form-urlencoded"
-MULTIPART = "multipart/form-data"
-FORM_CONTENT_TYPES = frozenset({URLENCODED, MULTIPART})
+from shared.usedesk.media import (
+    MULTIPART,
+    URLENCODED,
+    check_params,
+    media_type,
+)
 
 # Bounds that keep hostile bodies cheap; a real webhook nests 4 deep and has ~100 fields.
 MAX_DEPTH = 32
@@ -34,7 +36,6 @@ _MAX_INDEX_DIGITS = 9
 # A part's headers (curl sends ~60 bytes) and the `;` of one header value (a real one has 1-2).
 # Within both, the `email` parser costs well under a millisecond.
 MAX_PART_HEAD_BYTES = 8192
-MAX_HEADER_PARAMS = 32
 _KIND = "unknown"
 
 
@@ -50,29 +51,17 @@ class _Node(dict[str, Any]):
 
 def parse_form(body: bytes, content_type: str) -> dict[str, Any]:
     """The nested dict of an urlencoded or multipart body; `DecodeError` when it is malformed."""
-    media, params = _content_type(content_type)
-    if media == URLENCODED:
+    media = media_type(content_type)
+    if media.type == URLENCODED:
         pairs = _urlencoded_pairs(body)
-    elif media == MULTIPART:
-        pairs = _multipart_pairs(body, params.get("boundary", ""))
+    elif media.type == MULTIPART:
+        pairs = _multipart_pairs(body, media.boundary or "")
     else:
-        raise DecodeError(_KIND, "", f"expected a form content type, got {media!r}")
+        raise DecodeError(_KIND, "", f"expected a form content type, got {media.type!r}")
     root = _Node()
     for key, value in pairs:
         _assign(root, _split_key(key), value)
     return _finish(root)
-
-
-def _content_type(value: str) -> tuple[str, dict[str, str]]:
-    _check_params(value, "Content-Type")
-    message = Message()
-    message["content-type"] = value
-    params = {}
-    for name in ("boundary", "charset"):
-        param = message.get_param(name)
-        if param is not None:
-            params[name] = collapse_rfc2231_value(param)
-    return message.get_content_type(), params
 
 
 def _urlencoded_pairs(body: bytes) -> list[tuple[str, str]]:
@@ -135,15 +124,9 @@ def _disposition(headers: str) -> Message:
     for line in headers.split("\r\n"):
         name, colon, value = line.partition(":")
         if colon and name.strip().lower() == "content-disposition":
-            _check_params(value, "Content-Disposition")
+            check_params(value, "Content-Disposition")
             message["content-disposition"] = value.strip()
     return message
-
-
-def _check_params(value: str, header: str) -> None:
-    """Refuse a header value the `email` parser would spend quadratic time on."""
-    if value.count(";") > MAX_HEADER_PARAMS:
-        raise DecodeError(_KIND, "", f"{header} has more than {MAX_HEADER_PARAMS} parameters")
 
 
 def _split_key(key: str) -> list[str]:

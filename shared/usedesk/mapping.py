@@ -29,8 +29,8 @@ from shared.events import (
     TicketChanged,
     TicketCreated,
 )
-from shared.usedesk_errors import show
-from shared.usedesk_wire import (
+from shared.usedesk.errors import show
+from shared.usedesk.wire import (
     INT32_MAX,
     ChangeWire,
     ClientWire,

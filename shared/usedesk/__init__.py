@@ -1,7 +1,10 @@
-"""UseDesk webhooks on the wire: kind detection (cheap, on the ingress hot path) and decoding.
+"""UseDesk, as DeskLedger reads it. The public entry points live here: `detect_kind` (cheap, on
+the ingress hot path), `parse_body` (any body as a nested dict, for the ingress) and
+`decode_webhook` (a body as its domain event, for the worker).
 
-See `docs/usedesk-webhooks.md` (from the wire-format research) for what each kind carries.
-Wire structs live in `usedesk_wire`, the wire → event rules in `usedesk_mapping`.
+Beside them: `wire` (the payload structs), `mapping` (wire → event rules), `errors` (decode
+errors in our words), `forms` (PHP form bodies), `media` (the one `Content-Type` parser). See
+`docs/usedesk-webhooks.md` (from the wire-format research) for what each kind carries.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import msgspec
 
 from shared.errors import DecodeError
 from shared.events import NUL_ESCAPE, Event, without_nul
-from shared.forms import FORM_CONTENT_TYPES, parse_form
-from shared.usedesk_errors import MISSING, show, translate
-from shared.usedesk_mapping import comment_created, rating_given, ticket_changed, ticket_created
-from shared.usedesk_wire import (
+from shared.usedesk.errors import MISSING, show, translate
+from shared.usedesk.forms import parse_form
+from shared.usedesk.mapping import comment_created, rating_given, ticket_changed, ticket_created
+from shared.usedesk.media import JSON, MediaType, media_type
+from shared.usedesk.wire import (
     ANY_DECODER,
     CLOSED_DECODER,
     ENVELOPE_DECODER,
@@ -57,13 +61,12 @@ _BUILDERS: dict[Kind, Callable[[Envelope, datetime, ZoneInfo, int | None], Event
     "comment_created": comment_created,
     "rating": rating_given,
 }
-JSON_CONTENT_TYPE = "application/json"
-# Headers seen verbatim on nearly every request: a set lookup instead of parsing them.
+# Headers seen verbatim on nearly every request: a set lookup before any parsing.
 _JSON_AS_SENT = frozenset(
     {
-        JSON_CONTENT_TYPE,
-        f"{JSON_CONTENT_TYPE}; charset=utf-8",
-        f"{JSON_CONTENT_TYPE}; charset=UTF-8",
+        JSON,
+        f"{JSON}; charset=utf-8",
+        f"{JSON}; charset=UTF-8",
     }
 )
 # Far above a real webhook (5 levels) and far below msgspec's recursion guard; checked before
@@ -90,10 +93,11 @@ def detect_kind(payload: Mapping[str, object]) -> Kind:
 
 def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     """A JSON object or form body as a nested dict; `DecodeError` for anything else."""
-    media = JSON_CONTENT_TYPE if content_type in _JSON_AS_SENT else _media_type(content_type)
-    if media in FORM_CONTENT_TYPES:
-        return parse_form(body, content_type)
-    _require_json(media)
+    if content_type not in _JSON_AS_SENT:
+        media = media_type(content_type)
+        if media.is_form:
+            return parse_form(body, content_type)
+        _require_json(media)
     _check_depth(body)
     try:
         payload = ANY_DECODER.decode(body)
@@ -193,23 +197,19 @@ def _may_hold_nul(body: bytes) -> bool:
 
 
 def _decode_other(body: bytes, content_type: str) -> tuple[Kind, Envelope | None]:
-    media = _media_type(content_type)
-    if media in FORM_CONTENT_TYPES:
+    media = media_type(content_type)
+    if media.is_form:
         return _decode_form(body, content_type)
     _require_json(media)
     return _decode_json(body)
 
 
-def _media_type(content_type: str) -> str:
-    return content_type.partition(";")[0].strip().lower()
-
-
-def _require_json(media: str) -> None:
-    if media != JSON_CONTENT_TYPE and not media.endswith("+json"):
+def _require_json(media: MediaType) -> None:
+    if not media.is_json:
         raise DecodeError(
             "unknown",
             "",
-            f"unsupported content type {media!r}: expected {JSON_CONTENT_TYPE} or a form",
+            f"unsupported content type {media.type!r}: expected {JSON} or a form",
         )
 
 
