@@ -1,4 +1,5 @@
-"""RabbitMQ topology and message envelope, shared by the ingress (publisher) and the worker.
+"""RabbitMQ topology, shared by the ingress (publisher) and the worker (the message itself:
+`shared.envelope`).
 
 One function declares everything so both sides always agree on the queue arguments (a
 redeclare with different arguments is a channel error).
@@ -19,12 +20,6 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 ROUTING_KEY = "webhook"
-
-# Headers of every published webhook; the message_id is the delivery id.
-H_KIND = "x-deskledger-kind"
-H_CONTENT_TYPE = "x-deskledger-content-type"
-H_RECEIVED_AT = "x-deskledger-received-at"
-H_BODY_SHA256 = "x-deskledger-body-sha256"
 
 
 @dataclass(frozen=True)

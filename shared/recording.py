@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -24,28 +23,17 @@ import structlog
 
 from shared import eventstore
 from shared.db import Conn, refused_by_store
+from shared.envelope import Delivery
 from shared.errors import DecodeError
 from shared.events import Event
 from shared.eventstore import NewEvent, StoredEvent
 from shared.projections import ALL as PROJECTIONS
 from shared.projections.base import apply
-from shared.usedesk import Kind, decode_webhook
+from shared.usedesk import decode_webhook
 
 log = structlog.get_logger()
 
 Outcome = Literal["recorded", "duplicate", "ignored", "rejected"]
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One webhook as the ingress accepted it (secrets already redacted)."""
-
-    delivery_id: UUID
-    received_at: datetime
-    kind: Kind
-    content_type: str
-    body: bytes
-    body_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

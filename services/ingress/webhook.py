@@ -13,16 +13,12 @@ request takes the place of the oldest) and by the read deadline.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import aiormq
 import structlog
-from aio_pika import DeliveryMode
 from aiohttp import web
 
 from services.ingress.authentication import SecretCheck
@@ -31,17 +27,16 @@ from services.ingress.metrics import IngressMetrics
 from services.ingress.publisher import Publisher, PublishFailed
 from services.ingress.redaction import redact
 from services.ingress.refusal import Refusal, error_response, unavailable
-from shared.broker import H_BODY_SHA256, H_CONTENT_TYPE, H_KIND, H_RECEIVED_AT
+from shared import envelope
 from shared.errors import DecodeError
 from shared.settings import Settings
-from shared.usedesk import detect_kind, parse_body
+from shared.usedesk import Kind, detect_kind, parse_body
 from shared.usedesk.media import JSON
 
 log = structlog.get_logger()
 
 # A ping without a valid secret is answered like a kept one, but nothing of it exists anywhere.
 _PING_NOT_KEPT = b'{"delivery_id":null}'
-PERSISTENT = int(DeliveryMode.PERSISTENT)
 # Label of requests refused before their kind was known.
 NO_KIND = "none"
 
@@ -82,8 +77,8 @@ class WebhookEndpoint:
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        delivery_id = str(uuid.uuid4())
-        structlog.contextvars.bind_contextvars(delivery_id=delivery_id)
+        delivery_id = uuid.uuid4()
+        structlog.contextvars.bind_contextvars(delivery_id=str(delivery_id))
         kind = NO_KIND
         try:
             content_type = checked_content_type(request, self._max_bytes)
@@ -113,22 +108,32 @@ class WebhookEndpoint:
             self._state.reading -= 1
 
     async def _keep(
-        self, delivery_id: str, kind: str, body: bytes, content_type: str, payload: dict[str, Any]
+        self,
+        delivery_id: uuid.UUID,
+        kind: Kind,
+        body: bytes,
+        content_type: str,
+        payload: dict[str, Any],
     ) -> tuple[web.Response, str]:
         if not self._secrets.accepts(payload):
             if kind == "ping":
                 return _json_response(_PING_NOT_KEPT), "webhook_ping_ignored"
             raise Refusal(401, "unauthorized", "the secret field is missing or wrong")
-        await self._publish(*_message(delivery_id, kind, body, content_type, payload))
-        return _json_response(b'{"delivery_id":"%s"}' % delivery_id.encode()), "webhook_accepted"
+        redacted = redact(body, content_type, payload)
+        delivery = envelope.accepted(
+            kind, redacted.content_type, redacted.body, body, delivery_id=delivery_id
+        )
+        await self._publish(delivery)
+        answer = b'{"delivery_id":"%s"}' % str(delivery_id).encode()
+        return _json_response(answer), "webhook_accepted"
 
-    async def _publish(self, body: bytes, properties: aiormq.spec.Basic.Properties) -> None:
+    async def _publish(self, delivery: envelope.Delivery) -> None:
         publisher = self._state.publisher
         if publisher is None:
             raise unavailable("broker_unavailable", "the broker connection is not open yet")
         started = time.perf_counter()
         try:
-            await publisher.publish(body, properties)
+            await publisher.publish(delivery.body, envelope.properties(delivery))
         except PublishFailed as exc:
             raise unavailable("broker_unavailable", f"not stored: {exc}") from None
         finally:
@@ -149,28 +154,6 @@ def _parse(body: bytes, content_type: str) -> dict[str, Any]:
         return parse_body(body, content_type)
     except DecodeError as exc:
         raise Refusal(400, "bad_body", str(exc)) from None
-
-
-def _message(
-    delivery_id: str, kind: str, body: bytes, content_type: str, payload: dict[str, Any]
-) -> tuple[bytes, aiormq.spec.Basic.Properties]:
-    """The published body and its AMQP properties (what `aio_pika.Message` would build)."""
-    received_at = datetime.now(UTC)
-    redacted = redact(body, content_type, payload)
-    return redacted.body, aiormq.spec.Basic.Properties(
-        delivery_mode=PERSISTENT,
-        message_id=delivery_id,
-        content_type=redacted.content_type,
-        timestamp=received_at,
-        headers={
-            H_KIND: kind,
-            # What the body parses with (the worker reads this); not always what was received.
-            H_CONTENT_TYPE: redacted.content_type,
-            H_RECEIVED_AT: received_at.isoformat(),
-            # Of the body as received, so a delivery can be matched with the sender's copy.
-            H_BODY_SHA256: hashlib.sha256(body).hexdigest(),
-        },
-    )
 
 
 def _json_response(body: bytes) -> web.Response:

@@ -22,7 +22,8 @@ import structlog
 
 from services.replay.locks import connect, replay_lock
 from shared.db import refused_by_store
-from shared.recording import Decoded, Delivery, decode, record_alone, rerecord
+from shared.envelope import Delivery
+from shared.recording import Decoded, decode, record_alone, rerecord
 
 log = structlog.get_logger()
 

@@ -31,10 +31,10 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, MessageProcessError
 
 from services.worker import metrics
-from services.worker.envelope import to_delivery
 from services.worker.report import report
 from shared.broker import declare_topology
 from shared.db import is_transient
+from shared.envelope import from_message
 from shared.recording import BatchResult, Decoded, decode, record, record_alone
 from shared.settings import Settings
 
@@ -181,7 +181,9 @@ class Worker:
             log.exception("batch_report_failed")
 
     def _decode(self, message: AbstractIncomingMessage) -> Decoded:
-        return decode(to_delivery(message), self.settings.source_timezone, self.settings.company_id)
+        return decode(
+            from_message(message), self.settings.source_timezone, self.settings.company_id
+        )
 
     async def _record(self, batch: Sequence[Decoded]) -> BatchResult:
         """Record with retries for as long as the failure is transient."""

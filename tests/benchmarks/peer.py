@@ -27,9 +27,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from shared import eventstore
+from shared.envelope import Delivery
 from shared.events import encode_event
 from shared.eventstore import NewEvent
-from shared.recording import Decoded, Delivery, decode, record
+from shared.recording import Decoded, decode, record
 from tests.benchmarks.corpus import generate
 from tests.benchmarks.environment import BUILD, Bench
 from tests.benchmarks.report import Result, Skip

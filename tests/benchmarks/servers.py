@@ -11,26 +11,18 @@ python -m tests.benchmarks.servers publish AMQP_URL PREFIX BODIES SECONDS CONCUR
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
 import uvloop
 from aiohttp import web
 
-from shared.broker import (
-    H_BODY_SHA256,
-    H_CONTENT_TYPE,
-    H_KIND,
-    H_RECEIVED_AT,
-    ROUTING_KEY,
-    declare_topology,
-)
+from shared import envelope
+from shared.broker import ROUTING_KEY, declare_topology
 from shared.settings import load_settings
 
 WEBHOOK_PATH = "/webhooks/usedesk"
@@ -59,20 +51,7 @@ def _loop() -> asyncio.AbstractEventLoop:
 
 def message(body: bytes) -> aio_pika.Message:
     """A message shaped like the ingress's (same headers, same persistence)."""
-    received_at = datetime.now(UTC)
-    return aio_pika.Message(
-        body,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=str(uuid.uuid4()),
-        content_type="application/json",
-        timestamp=received_at,
-        headers={
-            H_KIND: "comment_created",
-            H_CONTENT_TYPE: "application/json",
-            H_RECEIVED_AT: received_at.isoformat(),
-            H_BODY_SHA256: hashlib.sha256(body).hexdigest(),
-        },
-    )
+    return envelope.message(envelope.accepted("comment_created", "application/json", body, body))
 
 
 async def publish_loop(

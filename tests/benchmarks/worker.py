@@ -14,23 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import time
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import aio_pika
 import asyncpg
 
-from shared.broker import (
-    H_BODY_SHA256,
-    H_CONTENT_TYPE,
-    H_KIND,
-    H_RECEIVED_AT,
-    ROUTING_KEY,
-    declare_topology,
-)
+from shared import envelope
+from shared.broker import ROUTING_KEY, declare_topology
 from shared.settings import Settings
 from tests.benchmarks.corpus import Webhook, generate
 from tests.benchmarks.environment import Bench, environ
@@ -57,20 +49,8 @@ async def prefill(settings: Settings, webhooks: list[Webhook]) -> None:
 
 
 def _message(webhook: Webhook) -> aio_pika.Message:
-    received_at = datetime.now(UTC)
-    return aio_pika.Message(
-        webhook.body,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=str(uuid.uuid4()),
-        content_type=webhook.content_type,
-        timestamp=received_at,
-        headers={
-            H_KIND: webhook.kind,
-            H_CONTENT_TYPE: webhook.content_type,
-            H_RECEIVED_AT: received_at.isoformat(),
-            H_BODY_SHA256: hashlib.sha256(webhook.body).hexdigest(),
-        },
-    )
+    delivery = envelope.accepted(webhook.kind, webhook.content_type, webhook.body, webhook.body)
+    return envelope.message(delivery)
 
 
 def consume_seconds(log: str) -> float:

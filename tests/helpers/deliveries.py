@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.recording import Decoded, Delivery, decode
+from shared.envelope import Delivery
+from shared.recording import Decoded, decode
 from shared.usedesk import Kind, detect_kind
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "usedesk"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import strategies as st
 
+from shared.envelope import Delivery
 from shared.events import (
     CommentCreated,
     CustomField,
@@ -16,7 +17,7 @@ from shared.events import (
     TicketChanged,
     TicketCreated,
 )
-from shared.recording import Decoded, Delivery
+from shared.recording import Decoded
 
 BASE = datetime(2024, 3, 5, 8, 0, tzinfo=UTC)
 TICKETS = st.integers(min_value=1, max_value=3)

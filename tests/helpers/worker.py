@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
-from datetime import UTC, datetime
 
 import aio_pika
 
 from services.worker.consumer import Worker
-from shared.broker import H_BODY_SHA256, H_CONTENT_TYPE, H_KIND, H_RECEIVED_AT, declare_topology
+from shared import envelope
+from shared.broker import declare_topology
 from shared.settings import Settings
 from shared.usedesk import Kind
+from shared.usedesk.media import JSON
 
 
 async def publish(
@@ -27,19 +27,10 @@ async def publish(
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         topology = await declare_topology(channel, settings.amqp_prefix, settings.delivery_limit)
         for delivery_id, (kind, body) in zip(ids, bodies, strict=True):
-            message = aio_pika.Message(
-                body,
-                message_id=str(delivery_id),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                content_type="application/json",
-                headers={
-                    H_KIND: kind,
-                    H_CONTENT_TYPE: "application/json",
-                    H_RECEIVED_AT: datetime.now(UTC).isoformat(),
-                    H_BODY_SHA256: hashlib.sha256(body).hexdigest(),
-                },
+            delivery = envelope.accepted(kind, JSON, body, body, delivery_id=delivery_id)
+            await topology.exchange.publish(
+                envelope.message(delivery), "webhook", mandatory=True, timeout=10
             )
-            await topology.exchange.publish(message, "webhook", mandatory=True, timeout=10)
     return ids
 
 

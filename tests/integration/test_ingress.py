@@ -16,12 +16,12 @@ import aiohttp
 import pytest
 
 from services.ingress.app import WEBHOOK_PATH
-from shared.broker import (
+from shared.broker import TopologyNames
+from shared.envelope import (
     H_BODY_SHA256,
     H_CONTENT_TYPE,
     H_KIND,
     H_RECEIVED_AT,
-    TopologyNames,
 )
 from shared.settings import Settings
 from tests.conftest import TEST_SECRET

@@ -15,8 +15,9 @@ import asyncpg
 import pytest
 
 from services.worker import consumer
+from shared.envelope import Delivery
 from shared.events import TicketCreated
-from shared.recording import Decoded, Delivery
+from shared.recording import Decoded
 from shared.settings import Settings
 from shared.usedesk import Kind
 from tests.helpers.deliveries import fixture

@@ -1,0 +1,164 @@
+"""The broker envelope: one accepted webhook as a `Delivery`, and as the AMQP message that
+carries it from the ingress (or its spool) to the worker.
+
+`properties` is what the ingress publishes (aiormq's properties, built directly: the cheapest
+way on its hot path), `message` the same as an aio-pika message (tests, benchmarks),
+`from_message` the worker's way back. The message id is the delivery id, so a redelivery, a
+forwarded spool record or a retried publish is recognised as the same delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aio_pika
+import aiormq
+
+from shared.usedesk import KINDS, Kind
+from shared.usedesk.media import JSON
+
+# Headers of every published webhook.
+H_KIND = "x-deskledger-kind"
+# What the body parses with (the worker reads this); not always what was received.
+H_CONTENT_TYPE = "x-deskledger-content-type"
+H_RECEIVED_AT = "x-deskledger-received-at"
+# Of the body as received, so a delivery can be matched with the sender's copy.
+H_BODY_SHA256 = "x-deskledger-body-sha256"
+
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+# Messages published by something other than our ingress still get a stable id, so that a
+# redelivery of the same bytes is recognised.
+_FOREIGN_NAMESPACE = uuid.UUID("6f1d4c1e-8f4b-4a53-9a55-6c0a3d3b2f10")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook as the ingress accepted it (secrets already redacted)."""
+
+    delivery_id: uuid.UUID
+    received_at: datetime
+    kind: Kind
+    content_type: str
+    body: bytes
+    body_sha256: str | None = None
+
+
+class IncomingMessage(Protocol):
+    """What `from_message` reads of a consumed message (aio-pika's, or a test's)."""
+
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def headers(self) -> Any: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+
+
+def accepted(
+    kind: Kind,
+    content_type: str,
+    body: bytes,
+    received: bytes,
+    delivery_id: uuid.UUID | None = None,
+) -> Delivery:
+    """A delivery accepted now: `body` (redacted, parsed with `content_type`) of the bytes
+    `received`."""
+    return Delivery(
+        delivery_id=delivery_id or uuid.uuid4(),
+        received_at=datetime.now(UTC),
+        kind=kind,
+        content_type=content_type,
+        body=body,
+        body_sha256=hashlib.sha256(received).hexdigest(),
+    )
+
+
+def _headers(delivery: Delivery) -> dict[str, Any]:
+    headers: dict[str, Any] = {
+        H_KIND: delivery.kind,
+        H_CONTENT_TYPE: delivery.content_type,
+        H_RECEIVED_AT: delivery.received_at.isoformat(),
+    }
+    if delivery.body_sha256 is not None:
+        headers[H_BODY_SHA256] = delivery.body_sha256
+    return headers
+
+
+def properties(delivery: Delivery) -> aiormq.spec.Basic.Properties:
+    """The AMQP properties `delivery` is published with (its body is the message body)."""
+    return aiormq.spec.Basic.Properties(
+        delivery_mode=PERSISTENT,
+        message_id=str(delivery.delivery_id),
+        content_type=delivery.content_type,
+        timestamp=delivery.received_at,
+        headers=_headers(delivery),
+    )
+
+
+def message(delivery: Delivery) -> aio_pika.Message:
+    """`delivery` as an aio-pika message, with the same properties as `properties`."""
+    return aio_pika.Message(
+        delivery.body,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(delivery.delivery_id),
+        content_type=delivery.content_type,
+        timestamp=delivery.received_at,
+        headers=_headers(delivery),
+    )
+
+
+def from_message(incoming: IncomingMessage) -> Delivery:
+    """The delivery a consumed message carries; never raises, whoever published it."""
+    headers: dict[str, Any] = dict(incoming.headers or {})
+    kind_text = _text(headers, H_KIND)
+    kind: Kind = kind_text if kind_text in KINDS else "unknown"
+    return Delivery(
+        delivery_id=_delivery_id(incoming),
+        received_at=_received_at(incoming, headers),
+        kind=kind,
+        content_type=_text(headers, H_CONTENT_TYPE) or _clean(incoming.content_type) or JSON,
+        body=incoming.body,
+        body_sha256=_text(headers, H_BODY_SHA256),
+    )
+
+
+def _clean(value: str | None) -> str | None:
+    # A header of a foreign publisher lands in a text column, which cannot hold U+0000.
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+def _text(headers: dict[str, Any], name: str) -> str | None:
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return _clean(value) if isinstance(value, str) else None
+
+
+def _delivery_id(incoming: IncomingMessage) -> uuid.UUID:
+    try:
+        return uuid.UUID(incoming.message_id or "")
+    except ValueError:
+        return uuid.uuid5(_FOREIGN_NAMESPACE, hashlib.sha256(incoming.body).hexdigest())
+
+
+def _received_at(incoming: IncomingMessage, headers: dict[str, Any]) -> datetime:
+    text = _text(headers, H_RECEIVED_AT)
+    if text:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    stamp = incoming.timestamp
+    if stamp is not None:
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return datetime.now(UTC)
