@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from typing import Any
 
-import asyncpg
 import structlog
 
+from services import runner
 from shared.db import load_migrations, migrate
-from shared.errors import MigrationError
-from shared.logging import configure_logging
 from shared.settings import Settings, settings_help
 
 log = structlog.get_logger()
@@ -38,23 +34,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging("migrate", settings.log_level, settings.log_format)
     if args.list:
         for migration in load_migrations():
             print(f"{migration.name}  {migration.checksum[:12]}")
         return 0
-    try:
-        applied = asyncio.run(migrate(settings.database_url))
-    except MigrationError as exc:
-        log.error("migrate_failed", error=str(exc))
-        print(f"deskledger migrate: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, asyncpg.PostgresError) as exc:
-        log.error("migrate_failed", error=str(exc), database=settings.safe_database_url)
-        print(
-            f"deskledger migrate: cannot reach PostgreSQL at {settings.safe_database_url}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+    return runner.run("migrate", settings, lambda: _migrate(settings), uses="PostgreSQL")
+
+
+async def _migrate(settings: Settings) -> int:
+    applied = await migrate(settings.database_url)
     log.info("migrate_done", applied=applied, count=len(applied))
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any
@@ -12,6 +11,7 @@ import aio_pika
 import aiormq
 import asyncpg
 
+from services import runner
 from shared.broker import TopologyNames
 from shared.settings import Settings, settings_help
 
@@ -135,8 +135,12 @@ def render(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    report, ok = asyncio.run(gather(settings))
-    print(json.dumps(report, default=str) if args.json else render(report))
+    return runner.run_loop(_status(settings, as_json=args.json))
+
+
+async def _status(settings: Settings, as_json: bool) -> int:
+    report, ok = await gather(settings)
+    print(json.dumps(report, default=str) if as_json else render(report))
     if not ok:
         print("deskledger status: some figures could not be read (see above)", file=sys.stderr)
     return 0 if ok else 1

@@ -4,9 +4,14 @@
 class DeskLedgerError(Exception):
     """Base of every error DeskLedger raises on purpose."""
 
+    # The exit status of a command that stops on this error.
+    exit_code = 1
+
 
 class SettingsError(DeskLedgerError):
     """A setting is missing or malformed; the message names the variable and what is expected."""
+
+    exit_code = 2
 
 
 class MigrationError(DeskLedgerError):

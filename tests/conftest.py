@@ -21,9 +21,8 @@ import pytest
 from shared.broker import delete_topology
 from shared.db import migrate
 from shared.settings import Settings, load_settings
+from tests.helpers.secret import TEST_SECRET
 from tests.helpers.services import ServiceUrls, database_from_template, service_urls
-
-TEST_SECRET = "test-secret-0123456789"
 
 
 @pytest.fixture(scope="session")

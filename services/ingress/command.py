@@ -10,8 +10,10 @@ import sys
 from types import FrameType
 from typing import Any
 
+from services import runner
 from services.ingress.app import WEBHOOK_PATH, require_secrets
 from services.ingress.server import KEEPALIVE_SECONDS, run_process
+from services.runner import positive_int
 from shared.errors import SettingsError
 from shared.settings import Settings, settings_help
 
@@ -62,7 +64,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--processes",
-        type=_positive,
+        type=positive_int,
         default=1,
         metavar="N",
         help=(
@@ -73,22 +75,11 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def _positive(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
-    return value
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         require_secrets(settings)
     except SettingsError as exc:
-        print(f"deskledger ingress: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return runner.refused("ingress", f"configuration error: {exc}", exc.exit_code)
     if args.processes == 1:
         return run_process(settings)
     return supervise(args.processes)

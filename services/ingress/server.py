@@ -12,14 +12,12 @@ import asyncio
 import signal
 
 import structlog
-import uvloop
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiohttp import web
 
+from services import runner
 from services.ingress.app import STATE, create_app
 from services.ingress.protocol import AIOHTTP_LOGGER, IngressRunner
 from services.ingress.webhook import IngressState
-from shared.logging import configure_logging
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -61,17 +59,14 @@ def _grace(settings: Settings) -> float:
 
 def run_process(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code."""
-    configure_logging("ingress", settings.log_level, settings.log_format)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        try:
-            runner.run(serve(settings))
-        except (TimeoutError, *CONNECTION_EXCEPTIONS) as exc:
-            log.error(
-                "ingress_failed",
-                error=f"{type(exc).__name__}: {exc}",
-                amqp_url=settings.safe_amqp_url,
-            )
-            return 1
+    return runner.run("ingress", settings, lambda: _serve(settings), uses="RabbitMQ")
+
+
+async def _serve(settings: Settings) -> int:
+    try:
+        await serve(settings)
+    except TimeoutError as exc:  # the broker did not answer in time
+        raise OSError(f"timed out: {exc}") from exc
     return 0
 
 

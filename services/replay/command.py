@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 import time
 from typing import Any
 
-import asyncpg
 import structlog
 
+from services import runner
 from services.replay.comparison import TableComparison
-from services.replay.locks import ReplayBusy
 from services.replay.rebuild import Rebuild, RebuildOptions, RebuildReport
 from services.replay.reprocessing import Reprocessing, ReprocessReport
-from shared.errors import DeskLedgerError
-from shared.logging import configure_logging
+from services.runner import positive_float, positive_int
 from shared.projections import ALL, BY_NAME
 from shared.settings import Settings, settings_help
 
 log = structlog.get_logger()
 
-EXIT_FAILED = 1
-EXIT_BUSY = 3
 SHOWN_KEYS = 5
 
 DESCRIPTION = """\
@@ -79,14 +73,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="events per cursor fetch when rebuilding (default 2000); deliveries per "
         "transaction when reprocessing (default 500)",
     )
     parser.add_argument(
         "--lock-timeout",
-        type=float,
+        type=positive_float,
         default=2.0,
         metavar="SECONDS",
         help="longest wait for the append lock or a live table's lock (default 2); workers and "
@@ -96,50 +90,16 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging("replay", settings.log_level, settings.log_format)
-    if args.batch_size is not None and args.batch_size < 1:
-        print("deskledger replay: --batch-size must be 1 or more", file=sys.stderr)
-        return 2
-    if args.lock_timeout <= 0:
-        print("deskledger replay: --lock-timeout must be more than 0 seconds", file=sys.stderr)
-        return 2
     if args.reprocess_rejected and args.projection:
-        print(
-            "deskledger replay: --projection does not apply to --reprocess-rejected",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        import uvloop  # noqa: PLC0415 - optional speed-up
-
-        uvloop.install()
-    except ImportError:
-        pass
-    return _guarded(args, settings)
-
-
-def _guarded(args: argparse.Namespace, settings: Settings) -> int:
-    """Run, turning every expected failure into one clear line and an exit status."""
-    try:
-        if args.reprocess_rejected:
-            return asyncio.run(_reprocess(args, settings))
-        return asyncio.run(_rebuild(args, settings))
-    except ReplayBusy as exc:
-        return _failed(str(exc), EXIT_BUSY)
-    except DeskLedgerError as exc:
-        return _failed(str(exc), EXIT_FAILED)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return _failed(
-            f"PostgreSQL at {settings.safe_database_url} failed: {exc!r}; "
-            "the live tables are unchanged",
-            EXIT_FAILED,
-        )
-
-
-def _failed(message: str, status: int) -> int:
-    log.error("replay_failed", error=message)
-    print(f"deskledger replay: {message}", file=sys.stderr)
-    return status
+        return runner.refused("replay", "--projection does not apply to --reprocess-rejected")
+    main = _reprocess if args.reprocess_rejected else _rebuild
+    return runner.run(
+        "replay",
+        settings,
+        lambda: main(args, settings),
+        uses="PostgreSQL",
+        hint="the live tables are unchanged",
+    )
 
 
 async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:

@@ -59,6 +59,8 @@ SELECT
 class ReplayBusy(DeskLedgerError):
     """Another replay is running; this one changed nothing."""
 
+    exit_code = 3
+
 
 class LockTimeout(DeskLedgerError):
     """A lock the replay needs was not granted within the lock timeout."""

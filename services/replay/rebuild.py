@@ -47,7 +47,6 @@ import structlog
 from services.replay import schema, snapshots
 from services.replay.catchup import catch_up
 from services.replay.comparison import TableComparison, compare, log_comparisons
-from services.replay.faults import AFTER_COPY, BEFORE_SWAP_COMMIT, fault_point
 from services.replay.loader import bulk_load
 from services.replay.locks import (
     SET_LOCAL_LIMITS,
@@ -61,6 +60,7 @@ from services.replay.locks import (
 from services.replay.tasks import spread
 from shared import eventstore
 from shared.errors import DeskLedgerError
+from shared.faults import REPLAY_AFTER_COPY, REPLAY_BEFORE_SWAP_COMMIT, fault_point
 from shared.projections.base import Projection
 
 log = structlog.get_logger()
@@ -134,7 +134,7 @@ class Rebuild:
         last, loader = await bulk_load(readers, writer, self.projections, self.options.fetch_size)
         self.report.events += loader.events
         self.report.rows += loader.rows
-        fault_point(AFTER_COPY)
+        fault_point(REPLAY_AFTER_COPY)
         await spread(self.tables, [writer, *readers], self._finish_table)
         last = await self._catch_up(writer, last)
         last = await self._compare(writer, readers, last)
@@ -240,7 +240,7 @@ class Rebuild:
             last, count = await catch_up(conn, self.projections, last, self.options.fetch_size)
             await schema.lock_live(conn, self.live, self.tables)
             await schema.swap(conn, self.live, self.tables)
-            fault_point(BEFORE_SWAP_COMMIT)
+            fault_point(REPLAY_BEFORE_SWAP_COMMIT)
         self.report.events += count
         self.report.caught_up += count
         self.report.swapped = True

@@ -9,9 +9,10 @@ from typing import Any
 
 import structlog
 
+from services import runner
+from services.runner import positive_int
 from services.worker import metrics
 from services.worker.consumer import Worker
-from shared.logging import configure_logging
 from shared.settings import Settings, settings_help
 
 log = structlog.get_logger()
@@ -37,7 +38,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="batches in flight at once within this process (default 1; appends are serialised "
@@ -52,17 +53,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging("worker", settings.log_level, settings.log_format)
-    if args.concurrency < 1:
-        log.error("worker_refused", reason="--concurrency must be 1 or more")
-        return 2
-    try:
-        import uvloop  # noqa: PLC0415 - optional speed-up
-
-        uvloop.install()
-    except ImportError:
-        pass
-    return asyncio.run(_main(settings, args.concurrency, args.burst))
+    return runner.run("worker", settings, lambda: _main(settings, args.concurrency, args.burst))
 
 
 async def _main(settings: Settings, concurrency: int, burst: bool) -> int:
@@ -70,7 +61,7 @@ async def _main(settings: Settings, concurrency: int, burst: bool) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
-    runner = await metrics.start_http(settings.worker_metrics_port, worker.ready)
+    http = await metrics.start_http(settings.worker_metrics_port, worker.ready)
     log.info(
         "worker_starting",
         database=settings.safe_database_url,
@@ -80,15 +71,8 @@ async def _main(settings: Settings, concurrency: int, burst: bool) -> int:
     )
     try:
         await worker.run()
-    except (OSError, ConnectionError) as exc:
-        log.error(
-            "worker_failed",
-            error=repr(exc),
-            hint="is RabbitMQ reachable at AMQP_URL and PostgreSQL at DATABASE_URL?",
-        )
-        return 1
     finally:
-        if runner is not None:
-            await runner.cleanup()
+        if http is not None:
+            await http.cleanup()
     log.info("worker_stopped")
     return 0

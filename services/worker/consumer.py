@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Awaitable, Sequence
 
@@ -35,13 +33,12 @@ from services.worker.report import report
 from shared.broker import declare_topology
 from shared.db import is_transient
 from shared.envelope import from_message
+from shared.faults import WORKER_AFTER_COMMIT, WORKER_BEFORE_COMMIT, fault_point
 from shared.recording import BatchResult, Decoded, decode, record, record_alone
 from shared.settings import Settings
 
 log = structlog.get_logger()
 
-# Test-only: `before_commit` / `after_commit` makes the worker SIGKILL itself at that point.
-FAULT_POINT = os.environ.get("DESKLEDGER_FAULT_POINT", "")
 MAX_BACKOFF = 30.0
 
 
@@ -192,8 +189,8 @@ class Worker:
         while True:
             try:
                 async with self._pool.acquire() as conn:
-                    result = await record(conn, batch, before_commit=_fault("before_commit"))
-                _fault("after_commit")()
+                    result = await record(conn, batch, before_commit=_before_commit)
+                fault_point(WORKER_AFTER_COMMIT)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -265,15 +262,5 @@ async def _settle(action: Awaitable[None], size: int) -> None:
         )
 
 
-def _fault(point: str) -> _FaultPoint:
-    return _FaultPoint(point if point == FAULT_POINT else "")
-
-
-class _FaultPoint:
-    def __init__(self, point: str) -> None:
-        self.point = point
-
-    def __call__(self) -> None:
-        if self.point:
-            log.warning("fault_point_reached", point=self.point)
-            os.kill(os.getpid(), signal.SIGKILL)
+def _before_commit() -> None:
+    fault_point(WORKER_BEFORE_COMMIT)

@@ -9,9 +9,9 @@ import aiohttp
 import asyncpg
 
 from shared.settings import Settings
-from tests.conftest import TEST_SECRET
 from tests.helpers.deliveries import STORY, fixture
 from tests.helpers.ingress import running_ingress
+from tests.helpers.secret import TEST_SECRET
 from tests.helpers.worker import drain, queue_depths
 
 WEBHOOK = "/webhooks/usedesk"

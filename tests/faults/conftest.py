@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 import pytest
 
 from shared.settings import Settings
-from tests.faults.checker import Summary, check, record
-from tests.faults.driver import Driver, Sent
+from tests.helpers.checker import Summary, Verify, check, record
+from tests.helpers.driver import Driver, Sent
 from tests.helpers.worker import drain, queue_depths
-
-Verify = Callable[..., Awaitable[Summary]]
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import asyncpg
 
 from shared.broker import ROUTING_KEY, TopologyNames, declare_topology
 from shared.settings import Settings
-from tests.faults.conftest import Verify
-from tests.faults.driver import Driver, RetryPolicy, acknowledged_ids
-from tests.faults.services import via, wait_consumers, wait_processed, worker_process
-from tests.faults.webhooks import generate
+from tests.helpers.checker import Verify
+from tests.helpers.driver import Driver, RetryPolicy, acknowledged_ids
 from tests.helpers.ingress import running_ingress
+from tests.helpers.outages import via, wait_consumers, wait_processed, worker_process
 from tests.helpers.tcpproxy import tcp_proxy
+from tests.helpers.webhooks import generate
 
 PATIENT = RetryPolicy(retries=12, backoff=0.2, max_backoff=1.0)
 

@@ -9,11 +9,11 @@ import asyncpg
 
 from shared.recording import record
 from shared.settings import Settings
-from tests.faults.checker import check
-from tests.faults.driver import Attempt, Driver, Sent
-from tests.faults.webhooks import FORM, generate
+from tests.helpers.checker import check
 from tests.helpers.deliveries import decoded
+from tests.helpers.driver import Attempt, Driver, Sent
 from tests.helpers.ingress import running_ingress
+from tests.helpers.webhooks import FORM, generate
 from tests.helpers.worker import drain, queue_depths
 
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from shared.errors import DecodeError
 from shared.usedesk import MAX_JSON_DEPTH, decode_webhook, parse_body
 from shared.usedesk.forms import MAX_DEPTH, MAX_FIELDS, parse_form
-from tests.faults.checker import record
+from tests.helpers.checker import record
 
 JSON = "application/json"
 URLENCODED = "application/x-www-form-urlencoded"

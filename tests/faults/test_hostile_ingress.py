@@ -12,10 +12,10 @@ import pytest
 
 from services.ingress.app import WEBHOOK_PATH
 from shared.settings import Settings
-from tests.faults.conftest import Verify
-from tests.faults.driver import Driver, RetryPolicy
-from tests.faults.webhooks import generate
+from tests.helpers.checker import Verify
+from tests.helpers.driver import Driver, RetryPolicy
 from tests.helpers.ingress import ingress_process
+from tests.helpers.webhooks import generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

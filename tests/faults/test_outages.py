@@ -17,9 +17,10 @@ import aiohttp
 import pytest
 
 from shared.settings import Settings
-from tests.faults.conftest import Verify
-from tests.faults.driver import Driver, RetryPolicy, acknowledged_ids
-from tests.faults.services import (
+from tests.helpers.checker import Verify
+from tests.helpers.driver import Driver, RetryPolicy, acknowledged_ids
+from tests.helpers.ingress import IngressProcess, ingress_process
+from tests.helpers.outages import (
     broker_kill,
     broker_start,
     broker_start_app,
@@ -32,8 +33,7 @@ from tests.faults.services import (
     wait_processed,
     worker_process,
 )
-from tests.faults.webhooks import generate
-from tests.helpers.ingress import IngressProcess, ingress_process
+from tests.helpers.webhooks import generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

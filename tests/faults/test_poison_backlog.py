@@ -16,11 +16,11 @@ from typing import Any
 import asyncpg
 
 from shared.settings import Settings
-from tests.conftest import TEST_SECRET
-from tests.faults.conftest import Verify
-from tests.faults.driver import Driver
-from tests.faults.webhooks import JSON, Webhook, generate
+from tests.helpers.checker import Verify
+from tests.helpers.driver import Driver
 from tests.helpers.ingress import running_ingress
+from tests.helpers.secret import TEST_SECRET
+from tests.helpers.webhooks import JSON, Webhook, generate
 
 GOOD = 300
 POISON_BASE = 95_000_000

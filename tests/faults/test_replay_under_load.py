@@ -7,11 +7,11 @@ import asyncio
 from services.replay.rebuild import Rebuild, RebuildOptions
 from shared.projections import ALL
 from shared.settings import Settings
-from tests.faults.conftest import Verify
-from tests.faults.driver import Driver, acknowledged_ids
-from tests.faults.services import wait_consumers, wait_processed, worker_process
-from tests.faults.webhooks import generate
+from tests.helpers.checker import Verify
+from tests.helpers.driver import Driver, acknowledged_ids
 from tests.helpers.ingress import running_ingress
+from tests.helpers.outages import wait_consumers, wait_processed, worker_process
+from tests.helpers.webhooks import generate
 
 REPLAYS = 3
 

@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from shared.settings import Settings
-from tests.faults.checker import record
+from tests.helpers.checker import record
 from tests.helpers.ingress import ingress_process
 from tests.helpers.services import REPO
 from tests.helpers.worker import drain, queue_depths

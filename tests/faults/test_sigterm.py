@@ -15,12 +15,12 @@ import asyncpg
 from services.ingress.app import WEBHOOK_PATH
 from shared.eventstore import APPEND_LOCK_KEY
 from shared.settings import Settings
-from tests.faults.conftest import Verify
-from tests.faults.driver import Attempt, Driver, Sent
-from tests.faults.services import queue_state, wait_consumers, worker_process
-from tests.faults.webhooks import Webhook, generate
+from tests.helpers.checker import Verify
+from tests.helpers.driver import Attempt, Driver, Sent
 from tests.helpers.ingress import ingress_process, running_ingress
+from tests.helpers.outages import queue_state, wait_consumers, worker_process
 from tests.helpers.services import free_port
+from tests.helpers.webhooks import Webhook, generate
 
 HELD = 3
 

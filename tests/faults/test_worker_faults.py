@@ -11,18 +11,19 @@ import asyncpg
 import pytest
 
 from shared.eventstore import APPEND_LOCK_KEY
+from shared.faults import WORKER_AFTER_COMMIT, WORKER_BEFORE_COMMIT
 from shared.settings import Settings
-from tests.faults.conftest import Verify
-from tests.faults.driver import Driver, acknowledged_ids
-from tests.faults.services import via, wait_consumers, wait_processed, worker_process
-from tests.faults.webhooks import generate
+from tests.helpers.checker import Verify
+from tests.helpers.driver import Driver, acknowledged_ids
 from tests.helpers.ingress import running_ingress
+from tests.helpers.outages import via, wait_consumers, wait_processed, worker_process
 from tests.helpers.tcpproxy import tcp_proxy
+from tests.helpers.webhooks import generate
 
 KILLS = 2
 
 
-@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+@pytest.mark.parametrize("point", [WORKER_BEFORE_COMMIT, WORKER_AFTER_COMMIT])
 async def test_worker_killed_around_commit_under_load(
     settings: Settings, db: asyncpg.Connection, verify: Verify, point: str
 ) -> None:
@@ -42,7 +43,7 @@ async def test_worker_killed_around_commit_under_load(
             await wait_processed(settings, acknowledged_ids(driver))
             assert await survivor.stop() == 0, survivor.log()
     await verify(driver, faults=KILLS)
-    if point == "after_commit":
+    if point == WORKER_AFTER_COMMIT:
         # The batch committed by each dying worker came back and was skipped, not doubled.
         assert await db.fetchval("SELECT count(*) FROM deliveries") == len(driver.sent)
 

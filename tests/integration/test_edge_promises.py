@@ -21,10 +21,10 @@ from services.ingress.app import WEBHOOK_PATH
 from shared import eventstore
 from shared.recording import record
 from shared.settings import Settings
-from tests.conftest import TEST_SECRET
 from tests.helpers.deliveries import decoded
 from tests.helpers.ingress import running_ingress
 from tests.helpers.replay import ticket_story
+from tests.helpers.secret import TEST_SECRET
 from tests.helpers.worker import queue_depths
 
 

@@ -24,9 +24,9 @@ from shared.envelope import (
     H_RECEIVED_AT,
 )
 from shared.settings import Settings
-from tests.conftest import TEST_SECRET
 from tests.helpers.deliveries import FIXTURES
 from tests.helpers.ingress import published, running_ingress
+from tests.helpers.secret import TEST_SECRET
 from tests.helpers.worker import queue_depths
 
 FIXTURE_SECRET = "7c41d9e0a5b38f62e1d07b9a4c25f8813e6d0b7a"

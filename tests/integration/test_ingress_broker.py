@@ -15,9 +15,9 @@ import pytest
 
 from services.ingress.app import WEBHOOK_PATH
 from shared.settings import Settings
-from tests.conftest import TEST_SECRET
 from tests.helpers.broker import broker_memory_alarm, broker_stopped
 from tests.helpers.ingress import published, running_ingress
+from tests.helpers.secret import TEST_SECRET
 
 VALID = json.dumps({"ticket": {"id": 1}, "secret": TEST_SECRET}).encode()
 PUBLISH_TIMEOUT = 2.0

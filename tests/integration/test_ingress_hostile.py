@@ -15,8 +15,8 @@ import pytest
 
 from services.ingress.app import WEBHOOK_PATH
 from shared.settings import Settings
-from tests.conftest import TEST_SECRET
 from tests.helpers.ingress import running_ingress
+from tests.helpers.secret import TEST_SECRET
 
 VALID = json.dumps({"ticket": {"id": 1}, "secret": TEST_SECRET}).encode()
 MB = 1024 * 1024

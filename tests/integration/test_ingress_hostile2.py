@@ -18,9 +18,9 @@ import pytest
 
 from services.ingress.app import WEBHOOK_PATH
 from shared.settings import Settings
-from tests.conftest import TEST_SECRET
-from tests.faults.services import via
 from tests.helpers.ingress import ingress_process, running_ingress
+from tests.helpers.outages import via
+from tests.helpers.secret import TEST_SECRET
 from tests.helpers.tcpproxy import tcp_proxy
 from tests.integration.test_ingress_hostile import VALID, head, post, while_serving
 

@@ -12,12 +12,12 @@ import aiohttp
 
 from services.ingress.app import WEBHOOK_PATH
 from shared.settings import Settings
-from tests.conftest import TEST_SECRET
 from tests.helpers.ingress import (
     IngressProcess,
     ingress_process,
     published,
 )
+from tests.helpers.secret import TEST_SECRET
 from tests.helpers.services import deskledger, free_port
 from tests.helpers.worker import queue_depths
 

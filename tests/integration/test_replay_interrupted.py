@@ -8,7 +8,7 @@ import signal
 import asyncpg
 import pytest
 
-from services.replay.faults import AFTER_COPY, BEFORE_SWAP_COMMIT
+from shared.faults import REPLAY_AFTER_COPY, REPLAY_BEFORE_SWAP_COMMIT
 from shared.recording import record
 from shared.settings import Settings
 from tests.helpers.deliveries import decoded
@@ -27,7 +27,7 @@ async def _record_stories(db: asyncpg.Connection, numbers: range) -> None:
         await record(db, [decoded(json.loads(body)) for _, body in ticket_story(number)])
 
 
-@pytest.mark.parametrize("point", [AFTER_COPY, BEFORE_SWAP_COMMIT])
+@pytest.mark.parametrize("point", [REPLAY_AFTER_COPY, REPLAY_BEFORE_SWAP_COMMIT])
 async def test_killed_replay_leaves_live_tables_and_nothing_in_the_way(
     settings: Settings, db: asyncpg.Connection, point: str
 ) -> None:

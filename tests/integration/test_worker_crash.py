@@ -8,13 +8,14 @@ import signal
 import asyncpg
 import pytest
 
+from shared.faults import WORKER_AFTER_COMMIT, WORKER_BEFORE_COMMIT
 from shared.settings import Settings
 from tests.helpers.deliveries import story_bodies
 from tests.helpers.services import deskledger
 from tests.helpers.worker import drain, publish, queue_depths
 
 
-@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+@pytest.mark.parametrize("point", [WORKER_BEFORE_COMMIT, WORKER_AFTER_COMMIT])
 async def test_killed_worker_loses_and_doubles_nothing(
     settings: Settings, db: asyncpg.Connection, point: str
 ) -> None:
@@ -29,7 +30,7 @@ async def test_killed_worker_loses_and_doubles_nothing(
     assert process.returncode == -signal.SIGKILL, stderr.decode()
     assert b"fault_point_reached" in stderr
     committed = await db.fetchval("SELECT count(*) FROM events")
-    assert committed == (4 if point == "after_commit" else 0)
+    assert committed == (4 if point == WORKER_AFTER_COMMIT else 0)
 
     await drain(settings)
     assert await db.fetchval("SELECT count(*) FROM events") == 4

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,8 @@ from services.replay.rebuild import Rebuild, RebuildOptions
 from shared import eventstore
 from shared.projections import ALL as PROJECTIONS
 from shared.projections.base import fold_into
-from tests.faults.driver import Driver, Sent
-from tests.faults.webhooks import Key
+from tests.helpers.driver import Driver, Sent
+from tests.helpers.webhooks import Key
 
 # Where `make chaos` collects every test's figures (unset: nothing is written).
 SUMMARY_ENV = "DESKLEDGER_CHAOS_SUMMARY"
@@ -223,3 +223,7 @@ def record(test: str, summary: Summary | None = None, **figures: int) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
+
+
+# The `verify` fixture of tests/faults/conftest.py: `await verify(driver, faults=1)`.
+Verify = Callable[..., Awaitable[Summary]]

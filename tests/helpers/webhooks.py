@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.conftest import TEST_SECRET
+from tests.helpers.secret import TEST_SECRET
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"

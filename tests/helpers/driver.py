@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from services.ingress.app import WEBHOOK_PATH
-from tests.faults.webhooks import Webhook
+from tests.helpers.webhooks import Webhook
 
 
 @dataclass(frozen=True, slots=True)

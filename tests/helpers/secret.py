@@ -1,0 +1,3 @@
+"""The webhook secret every test ingress accepts (its settings' `DESKLEDGER_SECRETS`)."""
+
+TEST_SECRET = "test-secret-0123456789"
