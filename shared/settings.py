@@ -86,6 +86,13 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _spool_dir(name: str, raw: str) -> Path | None:
+    """A directory, or `none` (or empty) for no spool; relative paths are the working dir's."""
+    if raw.strip().lower() in {"", "none"}:
+        return None
+    return Path(raw)
+
+
 def _prefix(name: str, raw: str) -> str:
     if not raw or len(raw) > 100 or not all(c.isalnum() or c in "-_." for c in raw):
         raise SettingsError(f"{name}: expected 1-100 letters, digits, '-', '_' or '.', got {raw!r}")
@@ -249,6 +256,29 @@ SETTINGS: tuple[Setting, ...] = (
         "worker /metrics, /healthz and /readyz port (0: off)",
     ),
     Setting(
+        "DESKLEDGER_SPOOL_DIR",
+        "spool_dir",
+        "var/spool",
+        _spool_dir,
+        "the ingress's durable local spool for webhooks the broker cannot confirm (relative to"
+        " the working directory); `none` turns it off",
+    ),
+    Setting(
+        "DESKLEDGER_SPOOL_MAX_BYTES",
+        "spool_max_bytes",
+        "1073741824",
+        _int(1024 * 1024, 2**50),
+        "bytes of spool per ingress process, past which it refuses (503)",
+    ),
+    Setting(
+        "DESKLEDGER_SPOOL_FORWARD_RATE",
+        "spool_forward_rate",
+        "1000",
+        _int(1, 1_000_000),
+        "spooled webhooks per second an ingress process forwards to the broker once it"
+        " confirms again (live webhooks go first)",
+    ),
+    Setting(
         "DESKLEDGER_COMPANY_ID",
         "company_id",
         "",
@@ -291,6 +321,9 @@ class Settings:
     batch_size: int
     batch_ms: int
     worker_metrics_port: int
+    spool_dir: Path | None
+    spool_max_bytes: int
+    spool_forward_rate: int
     company_id: int | None
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from services import runner
 from services.ingress.app import WEBHOOK_PATH, require_secrets
 from services.ingress.server import KEEPALIVE_SECONDS, run_process
+from services.ingress.spool import check_writable
 from services.runner import positive_int
 from shared.errors import SettingsError
 from shared.settings import Settings, settings_help
@@ -23,8 +24,10 @@ DESCRIPTION = f"""\
 Serve POST {WEBHOOK_PATH} on DESKLEDGER_HTTP_HOST:DESKLEDGER_HTTP_PORT.
 
 Answers:
-  200  {{"delivery_id": "<uuid>"}} only after RabbitMQ confirmed a persistent copy, with
-       `secret` and every `custom_blocks[].secret_key` redacted; also for ping, chat and
+  200  {{"delivery_id": "<uuid>"}} only once the webhook is durable: RabbitMQ confirmed a
+       persistent copy, or, when it does not, the local spool (DESKLEDGER_SPOOL_DIR) holds it
+       on disk (fsynced) to be forwarded with the same delivery id when the broker is back;
+       with `secret` and every `custom_blocks[].secret_key` redacted; also for ping, chat and
        unknown kinds. A ping without a valid secret gets 200 {{"delivery_id": null}} and
        nothing of it is kept.
   400  the body does not parse (bad_body) or the request is not well-formed HTTP
@@ -35,17 +38,27 @@ Answers:
   413  the body exceeds DESKLEDGER_MAX_BODY_BYTES
   415  not application/json, application/x-www-form-urlencoded or multipart/form-data,
        or any Content-Encoding
-  503  (with Retry-After) no confirm within DESKLEDGER_PUBLISH_TIMEOUT, the broker is
-       unreachable, or DESKLEDGER_MAX_IN_FLIGHT webhooks with a whole body are already
-       being parsed or published (bodies still arriving are not counted)
+  503  (with Retry-After) neither the broker nor the spool could keep it: no confirm within
+       DESKLEDGER_PUBLISH_TIMEOUT or the broker is unreachable, and the spool is off, full
+       (DESKLEDGER_SPOOL_MAX_BYTES: spool_full) or cannot write (spool_unavailable); or
+       DESKLEDGER_MAX_IN_FLIGHT webhooks with a whole body are already being parsed or
+       published (bodies still arriving are not counted)
 Errors are JSON: {{"error": "<code>", "detail": "<text>"}}.
 
-GET /healthz (alive), /readyz (broker connected and not draining), /metrics (Prometheus).
+GET /healthz (alive), /readyz (not draining, and the broker connected or the spool has
+room), /metrics (Prometheus; the spool's bytes, records, oldest age, forwards and failures).
+
+The spool: each process writes to a slot of its own under
+DESKLEDGER_SPOOL_DIR/DESKLEDGER_AMQP_PREFIX/ and forwards it, in order, at most
+DESKLEDGER_SPOOL_FORWARD_RATE webhooks a second while live ones go straight to the broker;
+it also takes over slots that no running process holds (one that was killed).
 
 On SIGTERM or SIGINT /readyz turns 503, the listener stays open for
-DESKLEDGER_DRAIN_SECONDS so a load balancer notices, in-flight webhooks finish, and the
-process exits 0. Refuses to start (exit 2) without DESKLEDGER_SECRETS; exits 1 when
-RabbitMQ cannot be reached at start.
+DESKLEDGER_DRAIN_SECONDS so a load balancer notices, in-flight webhooks finish, the spool is
+forwarded for up to DESKLEDGER_PUBLISH_TIMEOUT more (the rest stays on disk for the next
+start), and the process exits 0. Refuses to start (exit 2) without DESKLEDGER_SECRETS or
+with a spool directory it cannot write; without a spool, exits 1 when RabbitMQ cannot be
+reached at start (with one, it starts and spools).
 
 In front of it, a load balancer should bound what aiohttp cannot: the time to send the
 request head (e.g. nginx client_header_timeout 10s, HAProxy timeout http-request) and the
@@ -57,7 +70,8 @@ stay under the ingress's keep-alive of {KEEPALIVE_SECONDS:g} s.
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "ingress",
-        help="receive UseDesk webhooks over HTTP and store them durably in RabbitMQ",
+        help="receive UseDesk webhooks over HTTP and store them durably in RabbitMQ"
+        " (or a local spool while it cannot confirm)",
         description=DESCRIPTION,
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -69,7 +83,8 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help=(
             "serve from N processes sharing the port (SO_REUSEPORT), each with its own broker "
-            "connection; the parent forwards SIGTERM/SIGINT and exits when they have (default 1)"
+            "connection and spool slot; the parent forwards SIGTERM/SIGINT and exits when they "
+            "have (default 1)"
         ),
     )
     parser.set_defaults(run=run)
@@ -78,6 +93,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         require_secrets(settings)
+        if settings.spool_dir is not None:
+            check_writable(settings.spool_dir)
     except SettingsError as exc:
         return runner.refused("ingress", f"configuration error: {exc}", exc.exit_code)
     if args.processes == 1:

@@ -9,6 +9,11 @@ broker outage piles up, and beyond the cap the answer is 503 at once. Bodies sti
 not counted there, so clients that never finish theirs cannot make every real webhook a 503;
 they are bounded by `body.BodyReaders` instead (`DESKLEDGER_MAX_BODY_READERS`, where the newest
 request takes the place of the oldest) and by the read deadline.
+
+When the broker does not confirm (disconnected, blocked, past the deadline, the message
+returned), the same message goes to the local spool, and the answer is 200 once it is on disk
+(`spool`). After such a failure, and until the broker confirms again (the forwarder's publishes
+tell), webhooks go to the spool at once instead of each waiting for the deadline.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from services.ingress.metrics import IngressMetrics
 from services.ingress.publisher import Publisher, PublishFailed
 from services.ingress.redaction import redact
 from services.ingress.refusal import Refusal, error_response, unavailable
+from services.ingress.spool import Spool, SpoolFull, SpoolRefused
 from shared import envelope
 from shared.errors import DecodeError
 from shared.settings import Settings
@@ -46,6 +52,9 @@ class IngressState:
     """What the endpoints of one process share."""
 
     publisher: Publisher | None = None
+    spool: Spool | None = None
+    # The last publish failed and no confirm came since: webhooks go to the spool at once.
+    broker_suspect: bool = False
     draining: bool = False
     # Requests whose body is being read, and requests past it (counted against max_in_flight).
     reading: int = 0
@@ -61,8 +70,16 @@ class IngressState:
         return self.publisher is not None and self.publisher.connected
 
     @property
+    def spool_has_room(self) -> bool:
+        return self.spool is not None and self.spool.has_room
+
+    @property
     def ready(self) -> bool:
-        return not self.draining and self.broker_connected
+        """Not draining, and the webhook can be kept: the broker is up or the spool has room."""
+        return not self.draining and (self.broker_connected or self.spool_has_room)
+
+    def broker_ok(self, confirmed: bool) -> None:
+        self.broker_suspect = not confirmed
 
 
 class WebhookEndpoint:
@@ -92,12 +109,14 @@ class WebhookEndpoint:
         try:
             payload = _parse(body, content_type)
             kind = detect_kind(payload)
-            response, event = await self._keep(delivery_id, kind, body, content_type, payload)
+            response, event, extra = await self._keep(
+                delivery_id, kind, body, content_type, payload
+            )
         except Refusal as refusal:
             return self._refused(kind, refusal, started)
         finally:
             self._state.handling -= 1
-        self._answered(event, kind, response.status, started)
+        self._answered(event, kind, response.status, started, **extra)
         return response
 
     async def _read(self, request: web.Request) -> bytes:
@@ -114,30 +133,58 @@ class WebhookEndpoint:
         body: bytes,
         content_type: str,
         payload: dict[str, Any],
-    ) -> tuple[web.Response, str]:
+    ) -> tuple[web.Response, str, dict[str, str]]:
         if not self._secrets.accepts(payload):
             if kind == "ping":
-                return _json_response(_PING_NOT_KEPT), "webhook_ping_ignored"
+                return _json_response(_PING_NOT_KEPT), "webhook_ping_ignored", {}
             raise Refusal(401, "unauthorized", "the secret field is missing or wrong")
         redacted = redact(body, content_type, payload)
         delivery = envelope.accepted(
             kind, redacted.content_type, redacted.body, body, delivery_id=delivery_id
         )
-        await self._publish(delivery)
-        answer = b'{"delivery_id":"%s"}' % str(delivery_id).encode()
-        return _json_response(answer), "webhook_accepted"
+        spooled = await self._publish(delivery)
+        answer = _json_response(b'{"delivery_id":"%s"}' % str(delivery_id).encode())
+        if spooled is None:
+            return answer, "webhook_accepted", {}
+        return answer, "webhook_spooled", {"spooled_because": spooled}
 
-    async def _publish(self, delivery: envelope.Delivery) -> None:
-        publisher = self._state.publisher
+    async def _publish(self, delivery: envelope.Delivery) -> str | None:
+        """Keep `delivery`: confirmed by the broker (None), or on the spool's disk (why)."""
+        state = self._state
+        publisher = state.publisher
+        spool = state.spool
+        if spool is not None and (
+            publisher is None or not publisher.connected or (state.broker_suspect and spool.records)
+        ):
+            why = "the broker is unavailable"
+            await self._spool(spool, delivery, why)
+            return why
         if publisher is None:
             raise unavailable("broker_unavailable", "the broker connection is not open yet")
         started = time.perf_counter()
         try:
             await publisher.publish(delivery.body, envelope.properties(delivery))
         except PublishFailed as exc:
-            raise unavailable("broker_unavailable", f"not stored: {exc}") from None
+            if spool is None:
+                raise unavailable("broker_unavailable", f"not stored: {exc}") from None
+            state.broker_suspect = True
+            await self._spool(spool, delivery, str(exc))
+            return str(exc)
         finally:
             self._metrics.publish_seconds.observe(time.perf_counter() - started)
+        if state.broker_suspect:
+            state.broker_suspect = False
+        return None
+
+    async def _spool(self, spool: Spool, delivery: envelope.Delivery, why: str) -> None:
+        try:
+            await spool.append(delivery)
+        except SpoolRefused as exc:
+            if not isinstance(exc, SpoolFull):
+                self._metrics.spool_write_failed.inc()
+            code = "spool_full" if isinstance(exc, SpoolFull) else "spool_unavailable"
+            raise unavailable(code, f"not stored: {why}, and {exc}") from None
+        self._metrics.spool_appended.inc()
 
     def _refused(self, kind: str, refusal: Refusal, started: float) -> web.Response:
         self._answered("webhook_refused", kind, refusal.status, started, error=refusal.code)
