@@ -15,7 +15,9 @@ from typing import ClassVar, Literal
 
 import msgspec
 
-EventType = Literal["ticket_created", "ticket_changed", "comment_created", "rating"]
+EventType = Literal[
+    "ticket_created", "ticket_changed", "comment_created", "rating", "ticket_snapshot"
+]
 # Where `occurred_at` came from: UseDesk's own timestamp, or our receive time when the payload
 # carried none (a minimal change event has no `changed_at`).
 TimeSource = Literal["usedesk", "received"]
@@ -131,10 +133,7 @@ class RatingGiven(_Event, frozen=True, kw_only=True, tag="rating.v1"):
         return f"{self.rating_id}@{stamp}"
 
 
-Event = TicketCreated | TicketChanged | CommentCreated | RatingGiven
-
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 
 def encode_event(event: Event) -> bytes:
@@ -160,3 +159,37 @@ def without_nul(event: Event) -> Event:
     if NUL_ESCAPE not in encoded:
         return event
     return decode_event(encoded.replace(NUL_ESCAPE, NUL_REPLACEMENT))
+
+
+class TicketSnapshot(_Event, frozen=True, kw_only=True, tag="ticket_snapshot.v1"):
+    """A ticket's current state as UseDesk's REST API reported it, recorded by `deskledger
+    reconcile` where the ticket's history (events) does not lead to that state: a lost webhook
+    the API has no history of (a change it does not list, tags). `occurred_at` is the reading
+    of `last_updated_at_text` (UTC, as the API's dates are); a field is None when not said.
+
+    Keyed by the ticket and UseDesk's own `last_updated_at` text, so that a pass run again over
+    an unchanged ticket appends nothing.
+    """
+
+    type: ClassVar[EventType] = "ticket_snapshot"
+    last_updated_at_text: str
+    status_id: int | None = None
+    subject: str | None = None
+    client_id: int | None = None
+    assignee_id: int | None = None
+    group_id: int | None = None
+    channel_id: int | None = None
+    # None: the API gave no tags; () : it said there are none.
+    tags: tuple[str, ...] | None = None
+    last_updated_at: datetime | None = None
+    # The last change the API listed: the state is the one after it (None: after the creation).
+    after_change_id: int | None = None
+
+    @property
+    def source_id(self) -> str:
+        return f"{self.ticket_id}@{self.last_updated_at_text}"
+
+
+# Defined after every event struct, the last of which is appended at the end of this module.
+Event = TicketCreated | TicketChanged | CommentCreated | RatingGiven | TicketSnapshot
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)

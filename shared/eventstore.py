@@ -25,11 +25,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from shared.db import Conn
 from shared.events import Event, decode_event, encode_event
+
+# How DeskLedger learned a fact (`events.source`): a webhook, or UseDesk's REST API (reconcile).
+Source = Literal["webhook", "api"]
 
 # Advisory lock key of appends (and of the replay's swap); any constant, kept forever.
 APPEND_LOCK_KEY = 7_204_611_833_092_002
@@ -45,10 +48,13 @@ INSERT INTO events (
     source_id,
     occurred_at,
     data,
-    delivery_id
+    delivery_id,
+    source
 )
 SELECT *
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::uuid[])
+FROM unnest(
+    $1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::uuid[], $7::text[]
+)
 ON CONFLICT ON CONSTRAINT events_type_source_id_key DO NOTHING
 RETURNING position, type, source_id
 """
@@ -96,6 +102,7 @@ class StoredEvent:
 class NewEvent:
     event: Event
     delivery_id: UUID
+    source: Source = "webhook"
 
 
 def _json(event: Event) -> str:
@@ -136,6 +143,7 @@ async def append(conn: Conn, batch: Sequence[NewEvent]) -> list[StoredEvent]:
         [item.event.occurred_at for item in batch],
         [_json(item.event) for item in batch],
         [item.delivery_id for item in batch],
+        [item.source for item in batch],
     )
     by_key = {(item.event.type, item.event.source_id): item for item in batch}
     stored = []

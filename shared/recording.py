@@ -26,7 +26,7 @@ from shared.db import Conn, refused_by_store
 from shared.envelope import Delivery
 from shared.errors import DecodeError
 from shared.events import Event
-from shared.eventstore import NewEvent, StoredEvent
+from shared.eventstore import NewEvent, Source, StoredEvent
 from shared.projections import ALL as PROJECTIONS
 from shared.projections.base import apply
 from shared.usedesk import decode_webhook
@@ -41,10 +41,12 @@ class Decoded:
     delivery: Delivery
     event: Event | None
     error: str | None
+    # `api`: a fact `deskledger reconcile` found, with a delivery row of its own (its module doc).
+    source: Source = "webhook"
 
     def rejected(self, error: str) -> Decoded:
         """This delivery kept as `rejected` with `error`, its event (if any) set aside."""
-        return Decoded(self.delivery, None, error)
+        return Decoded(self.delivery, None, error, self.source)
 
 
 @dataclass
@@ -93,6 +95,7 @@ DELIVERY_COLUMNS = (
     "body_sha256",
     "outcome",
     "error",
+    "source",
 )
 
 UPDATE_OUTCOMES = """
@@ -113,7 +116,7 @@ def _new_events(batch: Sequence[Decoded]) -> list[NewEvent]:
         key = (item.event.type, item.event.source_id)
         if key not in seen:
             seen.add(key)
-            new.append(NewEvent(item.event, item.delivery.delivery_id))
+            new.append(NewEvent(item.event, item.delivery.delivery_id, item.source))
     return new
 
 
@@ -178,6 +181,7 @@ async def _insert_deliveries(conn: Conn, batch: Sequence[Decoded], result: Batch
             item.delivery.body_sha256,
             result.outcomes[item.delivery.delivery_id],
             item.error,
+            item.source,
         )
         for item in batch
     ]

@@ -99,6 +99,13 @@ def _prefix(name: str, raw: str) -> str:
     return raw
 
 
+def _token(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value and (len(value) < 8 or any(c.isspace() for c in value)):
+        raise SettingsError(f"{name}: expected a token of 8 characters or more, without spaces")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     """One environment variable: the field it fills, its default and its parser."""
@@ -285,6 +292,27 @@ SETTINGS: tuple[Setting, ...] = (
         lambda n, r: _int(0, 2**62)(n, r) if r else None,
         "UseDesk account id for payloads that carry none (comments); optional",
     ),
+    Setting(
+        "USEDESK_API_URL",
+        "usedesk_api_url",
+        "https://api.usedesk.ru",
+        lambda n, r: _url(n, r, ("https", "http")),
+        "UseDesk REST API base, for `reconcile` (newer accounts: https://secure.usedesk.com/uapi)",
+    ),
+    Setting(
+        "USEDESK_API_TOKEN",
+        "usedesk_api_token",
+        "",
+        _token,
+        "the API channel's token, for `reconcile` (it refuses to start without it); secret",
+    ),
+    Setting(
+        "DESKLEDGER_RECONCILE_RATE",
+        "reconcile_rate",
+        "1",
+        _float(0.01, 100),
+        "UseDesk API requests per second that `reconcile` may make",
+    ),
 )
 
 
@@ -325,10 +353,14 @@ class Settings:
     spool_max_bytes: int
     spool_forward_rate: int
     company_id: int | None
+    usedesk_api_url: str
+    usedesk_api_token: str
+    reconcile_rate: float
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         shown["secrets"] = f"<{len(self.secrets)} secret(s)>"
+        shown["usedesk_api_token"] = "***" if self.usedesk_api_token else ""
         shown["database_url"] = _secret_free_url(self.database_url)
         shown["amqp_url"] = _secret_free_url(self.amqp_url)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
