@@ -22,8 +22,10 @@ from shared.events import (
     RatingGiven,
     TicketChanged,
     TicketCreated,
+    TicketSnapshot,
 )
 from shared.eventstore import StoredEvent
+from shared.projections import snapshot
 from shared.projections.base import (
     Bigint,
     Boolean,
@@ -197,6 +199,8 @@ def fold(state: TicketState | None, stored: StoredEvent) -> TicketState:
             _commented(state, event)
         case RatingGiven():
             _rated(state, event)
+        case TicketSnapshot():
+            snapshot.fold(state, event)
     return state
 
 
