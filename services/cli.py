@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "services.worker.command",
     "services.replay.command",
     "services.status",
+    "services.reconcile.command",
 )
 
 

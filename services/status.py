@@ -13,6 +13,7 @@ import asyncpg
 
 from services import runner
 from shared.broker import TopologyNames
+from shared.completeness import completeness
 from shared.settings import Settings, settings_help
 
 DATABASE_FIGURES = """
@@ -74,6 +75,7 @@ async def database_figures(settings: Settings) -> dict[str, Any]:
     try:
         row = await conn.fetchrow(DATABASE_FIGURES)
         outcomes = {r["outcome"]: r["n"] for r in await conn.fetch(OUTCOMES)}
+        webhooks = await completeness(conn)
     finally:
         await conn.close()
     assert row is not None
@@ -81,6 +83,13 @@ async def database_figures(settings: Settings) -> dict[str, Any]:
     age = figures["newest_event_age_s"]
     figures["newest_event_age_s"] = None if age is None else round(float(age), 1)
     figures["deliveries"] = outcomes
+    figures["webhook_completeness"] = {
+        "ratio": webhooks.ratio,
+        "days": webhooks.days,
+        "by_type": {t: {"facts": f, "missing": m} for t, (f, m) in webhooks.by_type.items()},
+        "last_complete_reconcile": webhooks.last_complete_pass,
+        "line": webhooks.line(),
+    }
     return figures
 
 
@@ -130,6 +139,7 @@ def render(report: dict[str, Any]) -> str:
         f"{'events':<18} {database['events']} (last position {database['last_position']})",
         f"{'newest event':<18} " + ("none yet" if age is None else f"{age} s ago"),
         f"{'tickets':<18} {database['tickets']} ({database['suspected_gaps']} suspected gaps)",
+        f"webhook completeness {database['webhook_completeness']['line']}",
     ]
     return "\n".join(lines)
 

@@ -1,0 +1,1 @@
+"""`deskledger reconcile`: heal what webhooks missed, from UseDesk's REST API (issue 15)."""
