@@ -27,7 +27,7 @@ K8S = DEPLOY / "k8s"
 SETTING = {s.env: s for s in SETTINGS}
 INGRESS_PORT = int(SETTING["DESKLEDGER_HTTP_PORT"].default)
 WORKER_PORT = int(SETTING["DESKLEDGER_WORKER_METRICS_PORT"].default)
-SECRET_SETTINGS = {"DATABASE_URL", "AMQP_URL", "DESKLEDGER_SECRETS"}
+SECRET_SETTINGS = {"DATABASE_URL", "AMQP_URL", "DESKLEDGER_SECRETS", "USEDESK_API_TOKEN"}
 # Settings the Kubernetes ConfigMap sets to something other than their default, and why.
 CONFIGMAP_DEVIATIONS = {"DESKLEDGER_LOG_FORMAT": "json, since the default depends on a terminal"}
 # `urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('VAR', 'PORT'))`
