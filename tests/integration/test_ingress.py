@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 import uuid
@@ -84,7 +83,7 @@ async def test_ticket_created_is_kept_persistent_redacted_and_otherwise_unchange
     headers = message.headers
     assert headers[H_KIND] == "ticket_created"
     assert headers[H_CONTENT_TYPE] == JSON_TYPE
-    assert headers[H_BODY_SHA256] == hashlib.sha256(body).hexdigest()
+    assert H_BODY_SHA256 not in headers  # it gave short secrets away (issue 14)
     received_at = datetime.fromisoformat(str(headers[H_RECEIVED_AT]))
     assert received_at.utcoffset() is not None
     assert abs((datetime.now(UTC) - received_at).total_seconds()) < 60
@@ -263,7 +262,7 @@ async def test_urlencoded_form_is_kept_with_secrets_overwritten_in_place(
     assert message.content_type == FORM_TYPE
     assert message.headers[H_CONTENT_TYPE] == FORM_TYPE
     assert message.headers[H_KIND] == "ticket_created"
-    assert message.headers[H_BODY_SHA256] == hashlib.sha256(body).hexdigest()
+    assert H_BODY_SHA256 not in message.headers
     assert message.body == (
         b"secret=%5Bredacted%5D&ticket%5Bid%5D=3318840&ticket%5Bsubject%5D=%D0%9A%D0%BE%D0%B4+1"
         b"&ticket%5Bcustom_blocks%5D%5B0%5D%5Bname%5D=CRM"

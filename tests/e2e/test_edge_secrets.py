@@ -1,0 +1,80 @@
+"""End to end at the edge (issue 14, points 11-12): nothing the ingress publishes or the
+worker stores gives a secret away, neither in clear (at any depth, however often the body names
+it) nor as a hash of the body as received."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+
+import aiohttp
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared.settings import Settings
+from tests.helpers.deliveries import fixture
+from tests.helpers.ingress import published, running_ingress
+from tests.helpers.worker import drain
+
+WEBHOOK = "/webhooks/usedesk"
+# A numeric app id, as UseDesk versions that send the app id in `secret` would.
+SHORT_SECRET = "48213"
+
+
+async def _post(
+    http: aiohttp.ClientSession, url: str, body: bytes, content_type: str
+) -> tuple[int, str]:
+    async with http.post(url + WEBHOOK, data=body, headers={"Content-Type": content_type}) as r:
+        return r.status, await r.text()
+
+
+async def test_a_five_digit_secret_cannot_be_recovered_from_anything_stored_or_published(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    settings = settings.replace(secrets=(SHORT_SECRET,))
+    original = json.dumps({**fixture("ticket_created.json"), "secret": SHORT_SECRET}).encode()
+    async with running_ingress(settings) as url, aiohttp.ClientSession() as http:
+        assert (await _post(http, url, original, "application/json"))[0] == 200
+        [message] = await published(settings, 1)  # consumed here: the broker's copy
+        assert (await _post(http, url, original, "application/json"))[0] == 200
+    await drain(settings)  # the database's copy
+    [row] = await db.fetch("SELECT * FROM deliveries")
+
+    stored = bytes(row["body"])  # nothing else was changed
+    assert stored == message.body
+    assert SHORT_SECRET.encode() not in stored
+
+    # The attack of issue 14: put each candidate where "[redacted]" stands, hash, look it up.
+    def unredacted(candidate: bytes) -> bytes:
+        with_secret = stored.replace(b'"secret": "[redacted]"', b'"secret": "%s"' % candidate)
+        return with_secret.replace(b"[redacted]", b"b7Qz-19fk=pL0")
+
+    assert unredacted(SHORT_SECRET.encode()) == original  # the search space holds the answer
+    # The search finds the secret in the hash stored until issue 14 ...
+    until_now = hashlib.sha256(original).hexdigest().encode()
+    assert _crack(unredacted, until_now) == (SHORT_SECRET.encode(), 48_214)
+    # ... and in nothing that is kept now.
+    assert _crack(unredacted, _everything_kept(row, message)) == (None, 100_000)
+    assert row["body_sha256"] is None
+    assert "x-deskledger-body-sha256" not in (message.headers or {})
+
+
+def _everything_kept(row: asyncpg.Record, message: AbstractIncomingMessage) -> bytes:
+    """Every value of the delivery row and of the published message, in one haystack."""
+    headers = message.headers or {}
+    kept = [*row.values(), message.body, message.message_id, message.content_type]
+    kept += [*headers.keys(), *headers.values()]
+    return b"\n".join(v if isinstance(v, bytes) else str(v).encode() for v in kept)
+
+
+def _crack(unredacted: Callable[[bytes], bytes], kept: bytes) -> tuple[bytes | None, int]:
+    """The 5-digit secret whose body's SHA-256 (as hex, raw or base64) appears in `kept`, and
+    how many candidates were tried."""
+    folded = kept.lower()
+    for tried, candidate in enumerate((b"%05d" % n for n in range(100_000)), start=1):
+        digest = hashlib.sha256(unredacted(candidate)).digest()
+        if digest.hex().encode() in folded or digest in kept or base64.b64encode(digest) in kept:
+            return candidate, tried
+    return None, 100_000
