@@ -1,11 +1,17 @@
 """Secrets out, everything else as received (I7).
 
-The `secret` field and every `custom_blocks[].secret_key` (top level, or inside a top-level
-object such as `ticket`) are replaced by "[redacted]". The rest of the body is kept byte for byte
-where the encoding allows: the secret values are overwritten in the raw bytes, and the result is
-parsed again and must equal the redacted structure. When it does not (an unusual escape, a
-duplicate key, a multipart body), the redacted structure is re-encoded as JSON instead, and the
-published content type says so.
+The value of every key named `secret` or `secret_key`, at any depth, is replaced by
+"[redacted]": UseDesk documents `secret` at the top level and `custom_blocks[].secret_key` at
+the top level or in `ticket`, but custom blocks can sit deeper (`client.custom_blocks[]`,
+`ticket.client.custom_blocks[]`), and a key of either name holds a secret wherever it is.
+
+The rest of the body is kept byte for byte where the encoding allows: the secret values are
+overwritten in the raw bytes, and the result is parsed again and must equal the redacted
+structure. When it does not (an unusual escape, a duplicate key, a multipart body), the
+redacted structure is re-encoded as JSON instead, and the published content type says so.
+
+A form can name a field twice and PHP keeps the last value (`secret=a&secret=b`): the parsed
+payload never shows the first, so form fields are overwritten by name, every one of them.
 """
 
 from __future__ import annotations
@@ -22,18 +28,17 @@ from shared.usedesk import parse_body
 from shared.usedesk.media import JSON, URLENCODED, media_type
 
 REDACTED = "[redacted]"
+SECRET_KEYS = frozenset({"secret", "secret_key"})
 
 # `\u0040`..`\u007f` could spell a key such as "secret" that a byte search would miss.
 _ESCAPED_ASCII = re.compile(rb"\\u00[4-7]")
 _SECRET_VALUE = re.compile(
     rb'("secret(?:_key)?"[ \t\r\n]*:[ \t\r\n]*)"(?:[^"\\]|\\.)*+"', re.DOTALL
 )
-# Form field names (decoded) that land on a secret, and any deeper name under one, which PHP's
-# last-one-wins rule may have hidden from the parsed payload.
-_SECRET_FIELD = re.compile(
-    r"secret(?:\[.*)?|(?:[^\[\]]+\[custom_blocks\]|custom_blocks)\[[^\[\]]*\]\[secret_key\].*",
-    re.DOTALL,
-)
+# A form field name (decoded) with `secret` or `secret_key` as any of its segments, the first
+# (`secret`, `secret[x]`) or one in brackets (`a[custom_blocks][0][secret_key]`): the field
+# sets that key, or something under it.
+_SECRET_FIELD = re.compile(r"\A(?:secret|secret_key)(?:\[|\Z)|\[(?:secret|secret_key)\]")
 _REDACTED_FORM_VALUE = b"=%5Bredacted%5D"
 
 
@@ -47,10 +52,10 @@ class Redacted:
 
 def redact(body: bytes, content_type: str, payload: dict[str, Any]) -> Redacted:
     """`body` (which parses to `payload`) without its secrets."""
-    expected, secret_keys = redacted_payload(payload)
+    expected, secrets = redacted_payload(payload)
     media = media_type(content_type).type
     if media == JSON:
-        candidate = _json_in_place(body, secret_keys)
+        candidate = _json_in_place(body, secrets)
     elif media == URLENCODED:
         candidate = _form_in_place(body)
     else:
@@ -61,63 +66,48 @@ def redact(body: bytes, content_type: str, payload: dict[str, Any]) -> Redacted:
 
 
 def redacted_payload(payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """A copy of `payload` with its secrets replaced, and how many `secret_key`s it had.
+    """A copy of `payload` with the value of every `secret` and `secret_key` replaced, at any
+    depth, and how many there were.
 
     Only the containers on the way to a secret are copied; `payload` is left untouched.
     """
-    out = dict(payload)
-    if "secret" in out:
-        out["secret"] = REDACTED
-    count = _redact_blocks(out)
-    for key, value in payload.items():
-        if isinstance(value, dict) and "custom_blocks" in value:
-            inner = dict(value)
-            found = _redact_blocks(inner)
-            if found:
-                out[key] = inner
-                count += found
-    return out, count
+    return _redacted(payload)
 
 
-def _redact_blocks(container: dict[str, Any]) -> int:
-    blocks = container.get("custom_blocks")
-    # A form body with gaps in its indices gives a dict of blocks instead of a list.
-    if isinstance(blocks, list):
-        items = blocks
-    elif isinstance(blocks, dict):
-        items = list(blocks.values())
-    else:
-        return 0
-    count = sum(1 for block in items if isinstance(block, dict) and "secret_key" in block)
-    if count:
-        if isinstance(blocks, list):
-            container["custom_blocks"] = [_redact_block(block) for block in blocks]
+def _redacted(node: Any) -> tuple[Any, int]:
+    """`node` (a dict or a list) with its secrets replaced, and how many; `node` itself when it
+    holds none. Its depth is bounded by the parser (I8)."""
+    copy: Any = None
+    count = 0
+    items = node.items() if node.__class__ is dict else enumerate(node)
+    for key, value in items:
+        if key.__class__ is str and key in SECRET_KEYS:
+            replacement, found = REDACTED, 1
+        elif value.__class__ is dict or value.__class__ is list:
+            replacement, found = _redacted(value)
+            if not found:
+                continue
         else:
-            container["custom_blocks"] = {k: _redact_block(b) for k, b in blocks.items()}
-    return count
+            continue
+        if copy is None:
+            copy = node.copy()
+        copy[key] = replacement
+        count += found
+    return (node, 0) if copy is None else (copy, count)
 
 
-def _redact_block(block: Any) -> Any:
-    if isinstance(block, dict) and "secret_key" in block:
-        return {**block, "secret_key": REDACTED}
-    return block
-
-
-def _json_in_place(body: bytes, secret_keys: int) -> bytes | None:
+def _json_in_place(body: bytes, secrets: int) -> bytes | None:
     # Every key named secret/secret_key must be spelled plainly and be one we redact: a
     # duplicate key is invisible in the parsed payload but still present in the bytes.
-    if (
-        body.count(b'"secret"') != 1
-        or body.count(b'"secret_key"') != secret_keys
-        or _ESCAPED_ASCII.search(body)
-    ):
+    named = body.count(b'"secret"') + body.count(b'"secret_key"')
+    if named != secrets or _ESCAPED_ASCII.search(body):
         return None
     redacted, replaced = _SECRET_VALUE.subn(rb'\1"[redacted]"', body)
-    return redacted if replaced == 1 + secret_keys else None
+    return redacted if replaced == secrets else None
 
 
 def _form_in_place(body: bytes) -> bytes | None:
-    """Overwrite the value of every pair whose (decoded) name is a secret's."""
+    """Overwrite the value of every pair whose (decoded) name is, or is under, a secret's."""
     pairs = body.split(b"&")
     for index, pair in enumerate(pairs):
         name, _, _ = pair.partition(b"=")
@@ -125,7 +115,7 @@ def _form_in_place(body: bytes) -> bytes | None:
             decoded = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8")
         except UnicodeDecodeError:
             return None
-        if _SECRET_FIELD.fullmatch(decoded):
+        if _SECRET_FIELD.search(decoded):
             pairs[index] = name + _REDACTED_FORM_VALUE
     return b"&".join(pairs)
 

@@ -16,6 +16,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared.settings import Settings
 from tests.helpers.deliveries import fixture
 from tests.helpers.ingress import published, running_ingress
+from tests.helpers.secret import TEST_SECRET
 from tests.helpers.worker import drain
 
 WEBHOOK = "/webhooks/usedesk"
@@ -78,3 +79,57 @@ def _crack(unredacted: Callable[[bytes], bytes], kept: bytes) -> tuple[bytes | N
         if digest.hex().encode() in folded or digest in kept or base64.b64encode(digest) in kept:
             return candidate, tried
     return None, 100_000
+
+
+# Secrets where the documentation puts none, or hidden by a form's last-one-wins rule.
+DEEP_JSON = {
+    "secret": TEST_SECRET,
+    "ticket": {
+        "id": 3318840,
+        "client": {"custom_blocks": [{"name": "CRM", "secret_key": "deep-key-2"}]},
+        "custom_blocks": [{"name": "CRM", "secret_key": "block-key-1"}],
+    },
+    "client": {"id": 5512309, "custom_blocks": [{"secret_key": "client-key-3"}]},
+    "custom_blocks": [{"block": {"secret_key": "nested-key-4"}}],
+}
+DEEP_FORM = (
+    b"secret=hidden-secret-5&ticket%5Bid%5D=3318840"
+    b"&ticket%5Bcustom_blocks%5D%5B0%5D%5Bsecret_key%5D=hidden-key-6"
+    b"&ticket%5Bcustom_blocks%5D%5B0%5D%5Bsecret_key%5D=block-key-1"
+    b"&ticket[client][custom_blocks][0][secret_key]=deep-key-2"
+    b"&client[custom_blocks][1][secret_key]=client-key-3"
+    b"&secret=" + TEST_SECRET.encode()
+)
+PLANTED = [
+    b"block-key-1",
+    b"deep-key-2",
+    b"client-key-3",
+    b"nested-key-4",
+    b"hidden-secret-5",
+    b"hidden-key-6",
+]
+
+
+async def test_secrets_at_any_depth_and_every_repeat_are_published_nowhere(
+    settings: Settings,
+) -> None:
+    bodies = [
+        (json.dumps(DEEP_JSON).encode(), "application/json"),
+        (DEEP_FORM, "application/x-www-form-urlencoded"),
+    ]
+    async with running_ingress(settings) as url, aiohttp.ClientSession() as http:
+        for body, content_type in bodies:
+            status, answer = await _post(http, url, body, content_type)
+            assert status == 200, answer
+    messages = await published(settings, len(bodies))
+    assert len(messages) == len(bodies)
+    for message in messages:
+        kept = _everything_kept_of(message)
+        assert [key for key in [*PLANTED, TEST_SECRET.encode()] if key in kept] == []
+        assert message.headers["x-deskledger-kind"] == "ticket_created"
+
+
+def _everything_kept_of(message: AbstractIncomingMessage) -> bytes:
+    headers = message.headers or {}
+    kept = [message.body, message.content_type, *headers.keys(), *headers.values()]
+    return b"\n".join(v if isinstance(v, bytes) else str(v).encode() for v in kept)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from services.ingress.redaction import REDACTED, redact, redacted_payload
 from shared.usedesk import parse_body
+from tests.helpers.php_forms import form_pairs
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -36,7 +38,7 @@ def test_payload_copy_replaces_every_secret_and_leaves_the_original() -> None:
     }
     before = json.dumps(payload)
     out, count = redacted_payload(payload)
-    assert count == 3
+    assert count == 4
     assert json.dumps(payload) == before
     assert out == {
         "secret": REDACTED,
@@ -107,6 +109,33 @@ def test_urlencoded_pairs_are_overwritten_in_place_including_duplicates_and_deep
     assert out.startswith(b"secret%5Bx%5D=%5Bredacted%5D&secret=%5Bredacted%5D&a=1&")
 
 
+def test_every_repeat_of_a_secret_form_field_is_overwritten_at_any_depth() -> None:
+    body = (
+        b"secret=hidden-1&ticket[custom_blocks][0][secret_key]=hidden-2"
+        b"&ticket[custom_blocks][0][secret_key]=" + KEY.encode() + b"&a=1"
+        b"&ticket%5Bclient%5D%5Bcustom_blocks%5D%5B0%5D%5Bsecret_key%5D=hidden-3"
+        b"&client[custom_blocks][][secret_key]=hidden-4"
+        b"&secret_keys=kept&secrets[x]=kept&secret=" + SECRET.encode()
+    )
+    out, content_type = redacted(body, FORM)
+    assert content_type == FORM
+    assert out == (
+        b"secret=%5Bredacted%5D&ticket[custom_blocks][0][secret_key]=%5Bredacted%5D"
+        b"&ticket[custom_blocks][0][secret_key]=%5Bredacted%5D&a=1"
+        b"&ticket%5Bclient%5D%5Bcustom_blocks%5D%5B0%5D%5Bsecret_key%5D=%5Bredacted%5D"
+        b"&client[custom_blocks][][secret_key]=%5Bredacted%5D"
+        b"&secret_keys=kept&secrets[x]=kept&secret=%5Bredacted%5D"
+    )
+
+
+def test_a_secret_form_field_with_fields_under_it_is_redacted_whole_in_json() -> None:
+    out, content_type = redacted(b"x[secret][y]=hidden&secret=" + SECRET.encode(), FORM)
+    assert (msgspec.json.decode(out), content_type) == (
+        {"x": {"secret": REDACTED}, "secret": REDACTED},
+        JSON,
+    )
+
+
 def test_multipart_is_reencoded_as_json() -> None:
     content_type = "multipart/form-data; boundary=XyZ"
     body = (
@@ -116,6 +145,42 @@ def test_multipart_is_reencoded_as_json() -> None:
     )
     result = redact(body, content_type, parse_body(body, content_type))
     assert (result.body, result.content_type) == (b'{"secret":"[redacted]","ping":"1"}', JSON)
+
+
+def test_secrets_are_redacted_at_any_depth_and_nothing_else_is_copied() -> None:
+    untouched = {"name": "CRM", "url": "u"}
+    payload: dict[str, Any] = {
+        "secret": SECRET,
+        "ticket": {"client": {"custom_blocks": [{"secret_key": KEY}, untouched]}},
+        "client": {"id": 5, "custom_blocks": {"2": {"secret_key": {"v": KEY}}}},
+        "custom_blocks": [{"block": {"secret_key": KEY}}],
+        "comment": {"custom_fields": [{"secret": SECRET}]},
+        "other": {"list": [[{"secret_key": KEY}]]},
+        "kept": untouched,
+    }
+    before = json.dumps(payload)
+    out, count = redacted_payload(payload)
+    assert count == 6
+    assert json.dumps(payload) == before
+    assert SECRET not in json.dumps(out)
+    assert KEY not in json.dumps(out)
+    assert out["ticket"]["client"]["custom_blocks"] == [{"secret_key": REDACTED}, untouched]
+    assert out["client"] == {"id": 5, "custom_blocks": {"2": {"secret_key": REDACTED}}}
+    assert out["ticket"]["client"]["custom_blocks"][1] is untouched
+    assert out["kept"] is untouched
+
+
+def test_deep_secret_keys_in_json_are_overwritten_in_place() -> None:
+    body = (
+        b'{"secret":"%s","ticket":{"id":1,"client":{"custom_blocks":[{"secret_key":"%s",'
+        b'"name":"\\u0416"}]}},"client":{"custom_blocks":[{"secret_key" : "%s"}]}}'
+    ) % (SECRET.encode(), KEY.encode(), KEY.encode())
+    assert redacted(body) == (
+        b'{"secret":"[redacted]","ticket":{"id":1,"client":{"custom_blocks":[{"secret_key":'
+        b'"[redacted]","name":"\\u0416"}]}},"client":{"custom_blocks":[{"secret_key" : '
+        b'"[redacted]"}]}}',
+        JSON,
+    )
 
 
 _text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
@@ -146,3 +211,50 @@ def test_no_secret_survives_any_json_body(
     assert result["secret"] == REDACTED
     assert result["ticket"]["custom_blocks"][0]["secret_key"] == REDACTED
     assert result == redacted_payload(parse_body(body, JSON))[0]
+
+
+_keys = st.sampled_from(["secret", "secret_key", "custom_blocks", "client", "a", "0", "1"])
+_plain = st.text(st.sampled_from("abcxyzЖ -=&%[]"), max_size=6)
+_tree = st.recursive(
+    _plain,
+    lambda inner: (
+        st.lists(inner, min_size=1, max_size=3)
+        | st.dictionaries(_keys, inner, min_size=1, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _planted(node: Any, under_secret: bool = False, serial: list[int] | None = None) -> Any:
+    """`node` with every leaf under a `secret`/`secret_key` key replaced by a marked value."""
+    serial = [0] if serial is None else serial
+    if isinstance(node, dict):
+        return {
+            k: _planted(v, under_secret or k in {"secret", "secret_key"}, serial)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_planted(v, under_secret, serial) for v in node]
+    if not under_secret:
+        return node
+    serial[0] += 1
+    return f"PLANTED{serial[0]}"
+
+
+@given(tree=st.dictionaries(_keys, _tree, max_size=4), repeats=st.lists(st.integers(0, 50)))
+def test_no_planted_secret_survives_at_any_depth_in_json_or_forms(
+    tree: dict[str, Any], repeats: list[int]
+) -> None:
+    payload = _planted({**tree, "secret": "x"})
+    out, _ = redacted(json.dumps(payload, ensure_ascii=False).encode())
+    assert b"PLANTED" not in out
+    # A form may also repeat a field, and the parsed payload shows the last value only.
+    pairs = form_pairs(payload)
+    secret_pairs = [(k, v) for k, v in pairs if v.startswith("PLANTED")]
+    for n, at in enumerate(repeats):
+        if secret_pairs:
+            name, _ = secret_pairs[at % len(secret_pairs)]
+            pairs.insert(at % (len(pairs) + 1), (name, f"PLANTED-hidden{n}"))
+    form = urlencode(pairs).encode("ascii")
+    out, _ = redacted(form, FORM)
+    assert b"PLANTED" not in out
