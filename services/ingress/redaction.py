@@ -6,9 +6,10 @@ the top level or in `ticket`, but custom blocks can sit deeper (`client.custom_b
 `ticket.client.custom_blocks[]`), and a key of either name holds a secret wherever it is.
 
 The rest of the body is kept byte for byte where the encoding allows: the secret values are
-overwritten in the raw bytes, and the result is parsed again and must equal the redacted
-structure. When it does not (an unusual escape, a duplicate key, a multipart body), the
-redacted structure is re-encoded as JSON instead, and the published content type says so.
+overwritten in the raw bytes, and the result is parsed again (in the body's own charset) and
+must equal the redacted structure. When it does not (an unusual escape, a duplicate key, a
+multipart body, a charset such as UTF-16 whose bytes a byte search cannot read), the redacted
+structure is re-encoded as UTF-8 JSON instead, and the published content type says so.
 
 A form can name a field twice and PHP keeps the last value (`secret=a&secret=b`): the parsed
 payload never shows the first, so form fields are overwritten by name, every one of them.
@@ -25,7 +26,7 @@ import msgspec
 
 from shared.errors import DecodeError
 from shared.usedesk import parse_body
-from shared.usedesk.media import JSON, URLENCODED, media_type
+from shared.usedesk.media import JSON, URLENCODED, edits_like_ascii, media_type
 
 REDACTED = "[redacted]"
 SECRET_KEYS = frozenset({"secret", "secret_key"})
@@ -53,13 +54,14 @@ class Redacted:
 def redact(body: bytes, content_type: str, payload: dict[str, Any]) -> Redacted:
     """`body` (which parses to `payload`) without its secrets."""
     expected, secrets = redacted_payload(payload)
-    media = media_type(content_type).type
-    if media == JSON:
-        candidate = _json_in_place(body, secrets)
-    elif media == URLENCODED:
-        candidate = _form_in_place(body)
-    else:
-        candidate = None
+    media = media_type(content_type)
+    codec = media.codec()
+    candidate = None
+    if edits_like_ascii(codec):
+        if media.type == JSON:
+            candidate = _json_in_place(body, secrets)
+        elif media.type == URLENCODED:
+            candidate = _form_in_place(body, codec)
     if candidate is not None and _parses_to(candidate, content_type, expected):
         return Redacted(candidate, content_type)
     return Redacted(msgspec.json.encode(expected), JSON)
@@ -106,13 +108,13 @@ def _json_in_place(body: bytes, secrets: int) -> bytes | None:
     return redacted if replaced == secrets else None
 
 
-def _form_in_place(body: bytes) -> bytes | None:
+def _form_in_place(body: bytes, codec: str | None) -> bytes | None:
     """Overwrite the value of every pair whose (decoded) name is, or is under, a secret's."""
     pairs = body.split(b"&")
     for index, pair in enumerate(pairs):
         name, _, _ = pair.partition(b"=")
         try:
-            decoded = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8")
+            decoded = unquote_to_bytes(name.replace(b"+", b" ")).decode(codec or "utf-8")
         except UnicodeDecodeError:
             return None
         if _SECRET_FIELD.search(decoded):

@@ -23,7 +23,7 @@ from shared.events import NUL_ESCAPE, Event, without_nul
 from shared.usedesk.errors import MISSING, show, translate
 from shared.usedesk.forms import parse_form
 from shared.usedesk.mapping import comment_created, rating_given, ticket_changed, ticket_created
-from shared.usedesk.media import JSON, MediaType, media_type
+from shared.usedesk.media import JSON, MediaType, media_type, text
 from shared.usedesk.wire import (
     ANY_DECODER,
     CLOSED_DECODER,
@@ -92,12 +92,14 @@ def detect_kind(payload: Mapping[str, object]) -> Kind:
 
 
 def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
-    """A JSON object or form body as a nested dict; `DecodeError` for anything else."""
+    """A JSON object or form body, read in its declared charset, as a nested dict;
+    `DecodeError` for anything else."""
     if content_type not in _JSON_AS_SENT:
         media = media_type(content_type)
         if media.is_form:
             return parse_form(body, content_type)
         _require_json(media)
+        body = _as_utf8(body, media)
     _check_depth(body)
     try:
         payload = ANY_DECODER.decode(body)
@@ -201,7 +203,7 @@ def _decode_other(body: bytes, content_type: str) -> tuple[Kind, Envelope | None
     if media.is_form:
         return _decode_form(body, content_type)
     _require_json(media)
-    return _decode_json(body)
+    return _decode_json(_as_utf8(body, media))
 
 
 def _require_json(media: MediaType) -> None:
@@ -211,6 +213,17 @@ def _require_json(media: MediaType) -> None:
             "",
             f"unsupported content type {media.type!r}: expected {JSON} or a form",
         )
+
+
+def _as_utf8(body: bytes, media: MediaType) -> bytes:
+    """A JSON body in its declared charset, as UTF-8 (the only encoding msgspec reads)."""
+    codec = media.codec()
+    if codec is None:
+        return body
+    try:
+        return text(body, codec, "JSON body").encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, which UTF-7 can spell
+        raise DecodeError("unknown", "", f"JSON body is not valid {codec}") from exc
 
 
 def _as_utc(moment: datetime) -> datetime:

@@ -23,8 +23,10 @@ from shared.errors import DecodeError
 from shared.usedesk.media import (
     MULTIPART,
     URLENCODED,
+    charset_name,
     check_params,
     media_type,
+    text,
 )
 
 # Bounds that keep hostile bodies cheap; a real webhook nests 4 deep and has ~100 fields.
@@ -53,9 +55,9 @@ def parse_form(body: bytes, content_type: str) -> dict[str, Any]:
     """The nested dict of an urlencoded or multipart body; `DecodeError` when it is malformed."""
     media = media_type(content_type)
     if media.type == URLENCODED:
-        pairs = _urlencoded_pairs(body)
+        pairs = _urlencoded_pairs(body, media.codec())
     elif media.type == MULTIPART:
-        pairs = _multipart_pairs(body, media.boundary or "")
+        pairs = _multipart_pairs(body, media.boundary or "", media.codec())
     else:
         raise DecodeError(_KIND, "", f"expected a form content type, got {media.type!r}")
     root = _Node()
@@ -64,17 +66,25 @@ def parse_form(body: bytes, content_type: str) -> dict[str, Any]:
     return _finish(root)
 
 
-def _urlencoded_pairs(body: bytes) -> list[tuple[str, str]]:
+def _urlencoded_pairs(body: bytes, codec: str | None) -> list[tuple[str, str]]:
+    """The pairs of an urlencoded body; both its bytes and the bytes its `%XX` escapes spell
+    are text in `codec` (UTF-8 when None), as PHP reads a page's form in the page's charset."""
+    codec = codec or "utf-8"
     try:
-        text = body.decode("utf-8")
-        return parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS)
-    except UnicodeDecodeError as exc:
-        raise DecodeError(_KIND, "", "form body is not valid UTF-8") from exc
-    except ValueError as exc:  # parse_qsl's only ValueError: more than max_num_fields
+        return parse_qsl(
+            text(body, codec, "form body"),
+            keep_blank_values=True,
+            encoding=codec,
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except UnicodeDecodeError as exc:  # an escape that spells no text in `codec`
+        raise DecodeError(_KIND, "", f"form body is not valid {charset_name(codec)}") from exc
+    except ValueError as exc:  # parse_qsl's only other ValueError: more than max_num_fields
         raise DecodeError(_KIND, "", f"form has more than {MAX_FIELDS} fields") from exc
 
 
-def _multipart_pairs(body: bytes, boundary: str) -> list[tuple[str, str]]:
+def _multipart_pairs(body: bytes, boundary: str, codec: str | None) -> list[tuple[str, str]]:
     if not boundary or len(boundary) > 70 or not boundary.isascii():
         raise DecodeError(_KIND, "", "multipart content type needs a boundary of 1-70 ASCII chars")
     # Prefixing CRLF lets the first delimiter match like the others (RFC 2046 §5.1.1).
@@ -87,14 +97,15 @@ def _multipart_pairs(body: bytes, boundary: str) -> list[tuple[str, str]]:
         raise DecodeError(_KIND, "", "multipart body has no closing boundary")
     pairs = []
     for chunk in chunks[1 : closed[0]]:
-        pair = _multipart_part(chunk)
+        pair = _multipart_part(chunk, codec or "utf-8")
         if pair is not None:
             pairs.append(pair)
     return pairs
 
 
-def _multipart_part(chunk: bytes) -> tuple[str, str] | None:
-    """One part's (name, value); None for file uploads, which PHP keeps out of `$_POST` too."""
+def _multipart_part(chunk: bytes, codec: str) -> tuple[str, str] | None:
+    """One part's (name, value), both text in `codec`; None for file uploads, which PHP keeps
+    out of `$_POST` too."""
     _padding, newline, part = chunk.partition(b"\r\n")
     # Only the head is searched for its end: a huge head is refused without scanning the rest.
     end = part.find(b"\r\n\r\n", 0, MAX_PART_HEAD_BYTES + 4)
@@ -103,20 +114,13 @@ def _multipart_part(chunk: bytes) -> tuple[str, str] | None:
     if not newline or end < 0:
         raise DecodeError(_KIND, "", "multipart part without headers")
     head, content = part[:end], part[end + 4 :]
-    disposition = _disposition(_utf8(head))
+    disposition = _disposition(text(head, codec, "multipart part"))
     if disposition.get_param("filename", header="content-disposition") is not None:
         return None
     name = disposition.get_param("name", header="content-disposition")
     if name is None or disposition.get_content_disposition() != "form-data":
         raise DecodeError(_KIND, "", "multipart part without a form-data name")
-    return collapse_rfc2231_value(name), _utf8(content)
-
-
-def _utf8(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError(_KIND, "", "multipart part is not valid UTF-8") from exc
+    return collapse_rfc2231_value(name), text(content, codec, "multipart part")
 
 
 def _disposition(headers: str) -> Message:

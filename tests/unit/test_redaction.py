@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingress.redaction import REDACTED, redact, redacted_payload
+from services.ingress.redaction import REDACTED, Redacted, redact, redacted_payload
 from shared.usedesk import parse_body
 from tests.helpers.php_forms import form_pairs
 
@@ -136,6 +136,47 @@ def test_a_secret_form_field_with_fields_under_it_is_redacted_whole_in_json() ->
     )
 
 
+def test_a_windows_1251_body_is_redacted_in_place_and_keeps_its_charset() -> None:
+    client = {"custom_blocks": [{"secret_key": KEY}]}
+    payload = {"secret": SECRET, "ticket": {"subject": "Код №5", "client": client}}
+    body = json.dumps(payload, ensure_ascii=False).encode("cp1251")
+    content_type = "application/json; charset=windows-1251"
+    result = redact(body, content_type, parse_body(body, content_type))
+    assert result == Redacted(
+        body.replace(SECRET.encode(), b"[redacted]").replace(KEY.encode(), b"[redacted]"),
+        content_type,
+    )
+
+    form = b"secret=" + SECRET.encode() + b"&ticket[subject]=%CA%EE%E4+%B95&ticket[x]=\xca"
+    content_type = "application/x-www-form-urlencoded; charset=windows-1251"
+    result = redact(form, content_type, parse_body(form, content_type))
+    assert result == Redacted(form.replace(SECRET.encode(), b"%5Bredacted%5D"), content_type)
+    assert parse_body(result.body, content_type)["ticket"] == {"subject": "Код №5", "x": "К"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        # UTF-16 and UTF-7 bytes cannot be searched for `secret` as ASCII: re-encoded.
+        (json.dumps({"secret": SECRET, "s": "Код"}).encode("utf-16"), "utf-16"),
+        ("secret=hidden&+AHM-ecret=" + SECRET, "utf-7"),
+        ("+AHM-ecret=hidden&secret=" + SECRET, "utf-7"),
+    ],
+)
+def test_a_body_in_a_charset_bytes_cannot_be_searched_in_is_reencoded_as_utf8_json(
+    body: bytes | str, content_type: str
+) -> None:
+    if isinstance(body, str):
+        body, content_type = body.encode("ascii"), f"{FORM}; charset={content_type}"
+    else:
+        content_type = f"{JSON}; charset={content_type}"
+    result = redact(body, content_type, parse_body(body, content_type))
+    assert result.content_type == JSON
+    assert b"hidden" not in result.body
+    assert SECRET.encode() not in result.body
+    assert msgspec.json.decode(result.body)["secret"] == REDACTED
+
+
 def test_multipart_is_reencoded_as_json() -> None:
     content_type = "multipart/form-data; boundary=XyZ"
     body = (
@@ -246,8 +287,13 @@ def test_no_planted_secret_survives_at_any_depth_in_json_or_forms(
     tree: dict[str, Any], repeats: list[int]
 ) -> None:
     payload = _planted({**tree, "secret": "x"})
-    out, _ = redacted(json.dumps(payload, ensure_ascii=False).encode())
-    assert b"PLANTED" not in out
+    text = json.dumps(payload, ensure_ascii=False)
+    for content_type, body in [
+        (JSON, text.encode()),
+        (f"{JSON}; charset=windows-1251", text.encode("cp1251")),
+    ]:
+        out, _ = redacted(body, content_type)
+        assert b"PLANTED" not in out
     # A form may also repeat a field, and the parsed payload shows the last value only.
     pairs = form_pairs(payload)
     secret_pairs = [(k, v) for k, v in pairs if v.startswith("PLANTED")]
@@ -255,6 +301,7 @@ def test_no_planted_secret_survives_at_any_depth_in_json_or_forms(
         if secret_pairs:
             name, _ = secret_pairs[at % len(secret_pairs)]
             pairs.insert(at % (len(pairs) + 1), (name, f"PLANTED-hidden{n}"))
-    form = urlencode(pairs).encode("ascii")
-    out, _ = redacted(form, FORM)
-    assert b"PLANTED" not in out
+    for charset in ["utf-8", "cp1251"]:
+        form = urlencode(pairs, encoding=charset).encode("ascii")
+        out, _ = redacted(form, f"{FORM}; charset={charset}")
+        assert b"PLANTED" not in out
