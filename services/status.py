@@ -12,6 +12,8 @@ import aiormq
 import asyncpg
 
 from services import runner
+from services.ingress import slot
+from services.ingress.spool import spool_root
 from shared.broker import TopologyNames
 from shared.completeness import completeness
 from shared.settings import Settings, settings_help
@@ -36,7 +38,10 @@ def register(subparsers: Any) -> None:
             "Show whether DeskLedger keeps up: the webhook queue's depth and consumer count, "
             "the dead-letter queue's depth, deliveries by outcome, events stored and the age of "
             "the newest one, and suspected gaps (lost webhooks). Exit 0 when both RabbitMQ and "
-            "PostgreSQL answered, 1 otherwise (what could be read is still shown)."
+            "PostgreSQL answered, 1 otherwise (what could be read is still shown). The ingress's "
+            "spool (bytes, webhooks not yet forwarded, the oldest one's age, forwarded, failed) is "
+            "read from the files under DESKLEDGER_SPOOL_DIR, so run it on the ingress's machine "
+            "(or in its container) to see it."
         ),
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -95,6 +100,8 @@ async def database_figures(settings: Settings) -> dict[str, Any]:
 
 async def gather(settings: Settings) -> tuple[dict[str, Any], bool]:
     report: dict[str, Any] = {"amqp_prefix": settings.amqp_prefix}
+    if settings.spool_dir is not None:
+        report["spool"] = slot.figures(spool_root(settings.spool_dir, settings.amqp_prefix))
     ok = True
     try:
         report["broker"] = await broker_figures(settings)
@@ -128,6 +135,15 @@ def render(report: dict[str, Any]) -> str:
                 f"{label:<18} {queue['name']}: {queue['messages']} messages, "
                 f"{queue['consumers']} consumers"
             )
+    spool = report.get("spool")
+    if spool is not None:
+        age = spool["oldest_record_age_s"]
+        lines.append(
+            f"{'spool':<18} {spool['dir']}: {spool['records']} webhooks not yet forwarded"
+            f" ({spool['bytes']} bytes, {spool['slots']} slots"
+            + (f", oldest {age} s ago" if age is not None else "")
+            + f"); forwarded {spool['forwarded']}, failed {spool['failed']}"
+        )
     database = report["database"]
     if "error" in database:
         lines.append(f"database   unreachable: {database['error']}")

@@ -105,17 +105,19 @@ def segment_number(path: Path) -> int | None:
     return int(path.stem)
 
 
-def records(path: Path, start: int = 0, end: int | None = None) -> Generator[Record, None, None]:
+def records(
+    path: Path, start: int = 0, end: int | None = None, *, quiet: bool = False
+) -> Generator[Record, None, None]:
     """The sound records of a segment from byte `start` (a record boundary) up to `end`.
 
-    Reads frame by frame; stops at a torn or damaged record and logs it. A file without the
-    magic has no records.
+    Reads frame by frame; stops at a torn or damaged record and logs it (unless `quiet`). A file
+    without the magic has no records.
     """
     with path.open("rb") as file:
         size = os.fstat(file.fileno()).st_size if end is None else end
         magic = file.read(len(MAGIC))
         if magic != MAGIC:
-            if magic:
+            if magic and not quiet:
                 log.error("spool_segment_unreadable", path=str(path), reason="no spool magic")
             return
         offset = max(start, len(MAGIC))
@@ -123,7 +125,8 @@ def records(path: Path, start: int = 0, end: int | None = None) -> Generator[Rec
         while offset < size:
             record = _next(file, offset, size)
             if record is None:
-                _skipped(path, file, offset, size)
+                if not quiet:
+                    _skipped(path, file, offset, size)
                 return
             yield record
             offset = record.end

@@ -150,13 +150,39 @@ def read_cursor(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _recovered(path: Path, number: int, cursor: dict[str, Any]) -> Segment:
+def figures(root: Path) -> dict[str, Any]:
+    """What `deskledger status` shows of one deployment's spool, read from its files without
+    taking any lock (a slot's owner may be writing and deleting meanwhile): bytes, records not
+    yet forwarded, the oldest one's age, and what the owners last wrote in their cursors."""
+    total: dict[str, Any] = {"dir": str(root), "slots": 0, "bytes": 0, "records": 0}
+    total |= {"forwarded": 0, "failed": 0, "oldest_record_age_s": None}
+    oldest: list[float] = []
+    for path in slot_paths(root):
+        cursor = read_cursor(path)
+        total["slots"] += 1
+        total["forwarded"] += int(cursor.get("forwarded", 0))
+        total["failed"] += int(cursor.get("failed", 0))
+        for file in sorted(path.glob(f"*{segment.SUFFIX}")):
+            number = segment.segment_number(file)
+            if number is None:
+                continue
+            with contextlib.suppress(FileNotFoundError):  # forwarded and deleted meanwhile
+                found = _recovered(file, number, cursor, quiet=True)
+                total["bytes"] += found.disk_bytes
+                total["records"] += found.records
+                oldest += [found.oldest] if found.records and found.oldest else []
+    if oldest:
+        total["oldest_record_age_s"] = round(max(0.0, time.time() - min(oldest)), 1)
+    return total
+
+
+def _recovered(path: Path, number: int, cursor: dict[str, Any], *, quiet: bool = False) -> Segment:
     start = len(segment.MAGIC)
     found = Segment(path, number, start, path.stat().st_size, start)
     # The cursor is believed only where it falls on a record boundary this scan finds.
     resume = cursor.get("offset") if cursor.get("segment") == number else None
     first: bytes | None = None
-    for record in segment.records(path):
+    for record in segment.records(path, quiet=quiet):
         found.size = record.end
         if record.end == resume:  # every record up to here was confirmed
             found.forwarded_to, found.records, first = record.end, 0, None

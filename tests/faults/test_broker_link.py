@@ -1,5 +1,9 @@
 """Faults between the ingress and RabbitMQ that need no service stopped: a one-way link failure
-after publish and before the confirm, a binding and a queue deleted under load (I1)."""
+after publish and before the confirm, a binding and a queue deleted under load (I1).
+
+These run the ingress without a spool (`DESKLEDGER_SPOOL_DIR=none`), whose answer is 503; with
+one, the same faults are 200 from the spool (test_spool.py, integration/test_ingress_spool.py).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,9 @@ async def test_confirms_lost_on_the_way_back_are_503_and_the_retry_is_one_event(
     retry is a second delivery of the same fact, absorbed into one event."""
     target = urlsplit(settings.amqp_url)
     async with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
-        proxied = settings.replace(amqp_url=via(settings.amqp_url, proxy.port), publish_timeout=1)
+        proxied = settings.replace(
+            amqp_url=via(settings.amqp_url, proxy.port), publish_timeout=1, spool_dir=None
+        )
         async with running_ingress(proxied) as url:
             driver = Driver(url, generate(400), rate=150, policy=PATIENT)
             load = asyncio.create_task(driver.run())
@@ -54,7 +60,7 @@ async def test_unbound_queue_is_503_never_200_and_nothing_is_lost(
 ) -> None:
     """Unroutable publishes are returned (mandatory): 503 while the binding is gone."""
     names = TopologyNames.for_prefix(settings.amqp_prefix)
-    async with running_ingress(settings.replace(publish_timeout=1)) as url:
+    async with running_ingress(settings.replace(publish_timeout=1, spool_dir=None)) as url:
         driver = Driver(url, generate(300), rate=150, policy=PATIENT)
         load = asyncio.create_task(driver.run())
         await driver.wait_acknowledged(50)
@@ -85,7 +91,7 @@ async def test_deleted_queue_is_503_never_200_and_the_worker_resumes(
     """
     names = TopologyNames.for_prefix(settings.amqp_prefix)
     async with (
-        running_ingress(settings.replace(publish_timeout=1)) as url,
+        running_ingress(settings.replace(publish_timeout=1, spool_dir=None)) as url,
         worker_process(settings) as worker,
     ):
         await wait_consumers(settings, 1, 30, worker)

@@ -4,6 +4,9 @@ Each test takes the fault lock and restores both services in its teardown, whate
 (`service_fault`). The ingress and the worker are real subprocesses that live through the
 fault: the recovery the checker waits for is theirs, not a fresh process's, so a consumer that
 never came back after a broker restart fails the test.
+
+The broker faults here run the ingress without a spool (503 is its answer); with the spool they
+are answered 200 (test_spool_outages.py).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ async def _broker_outage(
     stop: Callable[[], Awaitable[None]],
     start: Callable[[], Awaitable[None]],
 ) -> None:
-    quick = settings.replace(publish_timeout=PUBLISH_TIMEOUT)
+    quick = settings.replace(publish_timeout=PUBLISH_TIMEOUT, spool_dir=None)
     async with (
         service_fault(),
         ingress_process(quick) as ingress,
@@ -112,7 +115,7 @@ async def test_broker_memory_alarm_is_503_at_the_deadline_with_bounded_memory(
 ) -> None:
     """A memory alarm blocks every publisher: each webhook waits at most the publish deadline,
     at most `max_in_flight` wait at once, the rest are refused at once; memory stays flat."""
-    capped = settings.replace(publish_timeout=PUBLISH_TIMEOUT, max_in_flight=64)
+    capped = settings.replace(publish_timeout=PUBLISH_TIMEOUT, max_in_flight=64, spool_dir=None)
     async with (
         service_fault(),
         ingress_process(capped) as ingress,

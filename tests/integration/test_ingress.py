@@ -51,6 +51,13 @@ async def url(settings: Settings) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def unspooled_url(settings: Settings) -> AsyncIterator[str]:
+    """An ingress without a spool: what the broker does not confirm is a 503."""
+    async with running_ingress(settings.replace(spool_dir=None)) as base:
+        yield base
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
@@ -325,8 +332,9 @@ async def test_body_over_the_cap_is_413(settings: Settings, http: aiohttp.Client
 
 
 async def test_deleted_queue_is_503_never_200(
-    settings: Settings, url: str, http: aiohttp.ClientSession
+    settings: Settings, unspooled_url: str, http: aiohttp.ClientSession
 ) -> None:
+    url = unspooled_url
     names = TopologyNames.for_prefix(settings.amqp_prefix)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
@@ -343,8 +351,9 @@ async def test_deleted_queue_is_503_never_200(
 
 
 async def test_a_closed_channel_is_reopened(
-    settings: Settings, url: str, http: aiohttp.ClientSession
+    settings: Settings, unspooled_url: str, http: aiohttp.ClientSession
 ) -> None:
+    url = unspooled_url
     """Publishing to a deleted exchange makes the broker close the channel (404)."""
     names = TopologyNames.for_prefix(settings.amqp_prefix)
     connection = await aio_pika.connect(settings.amqp_url)
@@ -365,8 +374,9 @@ async def test_a_closed_channel_is_reopened(
 
 
 async def test_a_channel_that_cannot_be_restored_is_reopened_later(
-    settings: Settings, url: str, http: aiohttp.ClientSession
+    settings: Settings, unspooled_url: str, http: aiohttp.ClientSession
 ) -> None:
+    url = unspooled_url
     """A queue redeclared with other arguments makes aio-pika's own restore fail for good."""
     names = TopologyNames.for_prefix(settings.amqp_prefix)
     connection = await aio_pika.connect(settings.amqp_url)

@@ -1,5 +1,8 @@
 """Broker faults under a running ingress: 503 within the deadline, then recovery (I1, I8).
 
+Without a spool (`DESKLEDGER_SPOOL_DIR=none`); the spool's answers to the same faults are in
+tests/faults/test_spool_outages.py.
+
 Marked slow: they stop or block the RabbitMQ every other test run on this machine shares.
 """
 
@@ -51,7 +54,9 @@ async def readiness_becomes(http: aiohttp.ClientSession, url: str, status: int) 
 async def test_stopped_broker_is_503_and_the_ingress_recovers_by_itself(
     settings: Settings, http: aiohttp.ClientSession
 ) -> None:
-    async with running_ingress(settings.replace(publish_timeout=PUBLISH_TIMEOUT)) as url:
+    async with running_ingress(
+        settings.replace(publish_timeout=PUBLISH_TIMEOUT, spool_dir=None)
+    ) as url:
         assert (await post(http, url)).status == 200
         async with broker_stopped():
             for _ in range(3):
@@ -71,7 +76,7 @@ async def test_stopped_broker_is_503_and_the_ingress_recovers_by_itself(
 async def test_memory_alarm_is_503_at_the_deadline_and_unconfirmed_publishes_are_capped(
     settings: Settings, http: aiohttp.ClientSession
 ) -> None:
-    capped = settings.replace(publish_timeout=1.0, max_in_flight=4)
+    capped = settings.replace(publish_timeout=1.0, max_in_flight=4, spool_dir=None)
     async with running_ingress(capped) as url:
         assert (await post(http, url)).status == 200
         async with broker_memory_alarm():

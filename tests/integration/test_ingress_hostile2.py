@@ -183,7 +183,10 @@ async def test_webhooks_waiting_for_the_broker_are_capped_with_503_at_once(
     target = urlsplit(settings.amqp_url)
     async with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
         proxied = settings.replace(
-            amqp_url=via(settings.amqp_url, proxy.port), max_in_flight=2, publish_timeout=10.0
+            amqp_url=via(settings.amqp_url, proxy.port),
+            max_in_flight=2,
+            publish_timeout=10.0,
+            spool_dir=None,
         )
         async with running_ingress(proxied) as url:
             assert (await post(http, url, VALID))[0] == 200

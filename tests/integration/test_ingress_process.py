@@ -43,7 +43,7 @@ async def test_refuses_to_start_without_secrets(settings: Settings) -> None:
 
 async def test_exits_1_when_the_broker_cannot_be_reached(settings: Settings) -> None:
     unreachable = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
-    code, output = await run_cli(settings.replace(amqp_url=unreachable))
+    code, output = await run_cli(settings.replace(amqp_url=unreachable, spool_dir=None))
     assert code == 1
     assert "ingress_failed" in output
 

@@ -17,10 +17,14 @@ import aio_pika
 import aiohttp
 import pytest
 
+from services import status as status_command
+from services.ingress import segment
 from services.ingress.app import WEBHOOK_PATH
+from services.ingress.spool import spool_root
 from shared import envelope
 from shared.broker import ROUTING_KEY, TopologyNames
 from shared.settings import Settings
+from shared.usedesk.media import JSON
 from tests.helpers.ingress import ingress_process, published, running_ingress
 from tests.helpers.outages import via
 from tests.helpers.secret import TEST_SECRET
@@ -153,6 +157,13 @@ async def test_a_full_spool_answers_503_and_readiness_follows(
         assert (status, ready["reason"]) == (503, "broker_unavailable_and_spool_full")
         kept = [answer["delivery_id"] for status, answer in answers if status == 200]
         assert sorted(spooled_ids(tmp_path)) == sorted(kept)
+        report, _ = await status_command.gather(small.replace(amqp_url=settings.amqp_url))
+        figures = report["spool"]
+        assert (figures["records"], figures["slots"]) == (len(kept), 1)
+        assert 0 < figures["bytes"] <= 96 * 1024
+        assert figures["oldest_record_age_s"] >= 0
+        line = f"spool              {figures['dir']}: {len(kept)} webhooks not yet forwarded"
+        assert line in status_command.render(report)
         broker_proxy.restore()
         await until_spool_empty(url)
         assert (await readiness(http, url))[0] == 200
@@ -208,3 +219,25 @@ async def test_each_process_spools_apart_and_a_later_one_forwards_them_all(
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(child) for child in path.read_text().split()]
+
+
+async def test_a_torn_tail_left_by_a_crash_is_skipped_and_the_rest_forwarded(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A segment whose last record was being written when the machine died: the ingress that
+    finds it forwards every sound record, logs the torn one (never acknowledged: its request got
+    no 200) and deletes the segment."""
+    slot_dir = spool_root(tmp_path, settings.amqp_prefix) / "slot-0"
+    slot_dir.mkdir(parents=True)
+    kept = [envelope.accepted("ticket_created", JSON, webhook(n), webhook(n)) for n in range(3)]
+    frames = [segment.encode(d) for d in [*kept, kept[0]]]
+    torn = segment.MAGIC + b"".join(frames[:3]) + frames[3][: len(frames[3]) // 2]
+    (slot_dir / segment.segment_name(1)).write_bytes(torn)
+    async with ingress_process(settings.replace(spool_dir=tmp_path)) as ingress:
+        messages = await published(settings, 3, within=30)
+        await until_spool_empty(ingress.base_url)
+        log = ingress.log()
+    assert await published(settings, 1, within=1) == []  # the torn fourth was never sent
+    assert sorted(m.message_id or "" for m in messages) == sorted(str(d.delivery_id) for d in kept)
+    assert "spool_torn_tail_skipped" in log
+    assert spooled_files(tmp_path) == []
