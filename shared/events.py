@@ -5,7 +5,14 @@ Rules for evolving them (they are decoded from rows written years ago):
 - a new field gets a default; a field is never renamed, retyped or removed;
 - an incompatible change is a new tag (`ticket_created.v2`) decoded beside the old one.
 
-`source_id` is the dedupe key of `interface.md`: unique per `type` in the store.
+`source_id` is the dedupe key of `interface.md`: unique per `type` in the store. It never holds
+a converted time: a rating's key carries UseDesk's own `updated_at` text.
+
+Dates are kept twice: UseDesk's text as sent (`*_text`, a naive "2024-03-05 11:52:40" in an
+undocumented zone) and the instant it was read as with `DESKLEDGER_SOURCE_TIMEZONE`. The text is
+the fact; the instant is a reading, done again whenever the store is read for folding
+(`shared.usedesk.mapping.read_dates`), so a corrected zone plus `deskledger replay` corrects
+every projection. Events stored before the text was kept (no `*_text`) keep their instants.
 """
 
 from __future__ import annotations
@@ -36,14 +43,25 @@ class ClientRef(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     emails: tuple[str, ...] = ()
     phones: tuple[str, ...] = ()
+    # The type of each phone ("mobile", "home"), in the order of `phones`.
+    phone_types: tuple[str | None, ...] = ()
+    note: str | None = None
+    additional_ids: tuple[str, ...] = ()
 
 
 class FieldChange(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of `trigger.data[]`; values are kept as text (forms carry every scalar as text)."""
+    """One entry of `trigger.data[]`; values are kept as text (forms carry every scalar as text).
+
+    What text would lose is kept beside it: the JSON of a value sent as anything but a string
+    (`true`, `["a", "b"]`, `5`), and the entry's other keys (`sla_id`, a field id) as sent.
+    """
 
     target: str
     value: str | None = None
     old_value: str | None = None
+    value_json: str | None = None
+    old_value_json: str | None = None
+    extra: dict[str, str | int | float | bool | None] = {}
 
 
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="schema"):
@@ -52,6 +70,8 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="schema"):
     company_id: int | None = None
     occurred_at: datetime
     time_source: TimeSource = "usedesk"
+    # When the ingress received the webhook (UTC): the last resort for an undated fact.
+    received_at: datetime | None = None
 
     @property
     def source_id(self) -> str:
@@ -73,6 +93,8 @@ class TicketCreated(_Event, frozen=True, kw_only=True, tag="ticket_created.v1"):
     last_updated_at: datetime | None = None
     custom_fields: tuple[CustomField, ...] = ()
     client: ClientRef | None = None
+    published_at_text: str | None = None
+    last_updated_at_text: str | None = None
 
     @property
     def source_id(self) -> str:
@@ -92,6 +114,10 @@ class TicketChanged(_Event, frozen=True, kw_only=True, tag="ticket_changed.v1"):
     changed_by: Literal["user", "rule", "unknown"] = "unknown"
     changed_at: datetime | None = None
     custom_fields: tuple[CustomField, ...] = ()
+    changed_at_text: str | None = None
+    # The top-level `assignee_id` and `client` that some senders add (webhooks.md §4.2).
+    assignee_id: int | None = None
+    client: ClientRef | None = None
 
     @property
     def source_id(self) -> str:
@@ -109,10 +135,30 @@ class CommentCreated(_Event, frozen=True, kw_only=True, tag="comment_created.v1"
     client_id: int | None = None
     is_first: bool = False
     published_at: datetime | None = None
+    published_at_text: str | None = None
+    # `comment.type` as sent, when it is none of the known visibilities.
+    type_sent: str | None = None
+    custom_fields: tuple[CustomField, ...] = ()
+    # `comment.file` / `comment.files` as sent (JSON text; their shape is undocumented).
+    files_json: str | None = None
+    assignee_id: int | None = None
+    client: ClientRef | None = None
 
     @property
     def source_id(self) -> str:
         return str(self.comment_id)
+
+    @property
+    def side(self) -> str | None:
+        """Who wrote it: `from` as sent ("user" an agent, "client", "trigger"), else the one
+        id it carries (`user_id` an agent, `client_id` the client), else unknown."""
+        if self.author:
+            return self.author
+        if self.user_id and not self.client_id:
+            return "user"
+        if self.client_id and not self.user_id:
+            return "client"
+        return None
 
 
 class RatingGiven(_Event, frozen=True, kw_only=True, tag="rating.v1"):
@@ -125,10 +171,16 @@ class RatingGiven(_Event, frozen=True, kw_only=True, tag="rating.v1"):
     ticket_comment_id: int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    created_at_text: str | None = None
+    updated_at_text: str | None = None
 
     @property
     def source_id(self) -> str:
-        # A rating can change and keep its id: each version is its own fact.
+        # A rating can change and keep its id: each version is its own fact, keyed by UseDesk's
+        # own `updated_at` text (never a converted time: a new zone must not make a new fact).
+        # Ratings stored before the text was kept have the converted instant in their key.
+        if self.updated_at_text is not None:
+            return f"{self.rating_id}@{self.updated_at_text or '-'}"
         stamp = self.updated_at.isoformat() if self.updated_at else "-"
         return f"{self.rating_id}@{stamp}"
 

@@ -27,9 +27,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from shared.db import Conn
 from shared.events import Event, decode_event, encode_event
+from shared.usedesk.mapping import read_dates
 
 # How DeskLedger learned a fact (`events.source`): a webhook, or UseDesk's REST API (reconcile).
 Source = Literal["webhook", "api"]
@@ -154,13 +156,18 @@ async def append(conn: Conn, batch: Sequence[NewEvent]) -> list[StoredEvent]:
     return stored
 
 
-def decode_row(position: int, data: bytes, delivery_id: UUID) -> StoredEvent:
-    """A row of any read here (`data` as UTF-8 bytes) as a stored event."""
-    return StoredEvent(position, decode_event(data), delivery_id)
+def decode_row(
+    position: int, data: bytes, delivery_id: UUID, tz: ZoneInfo | None = None
+) -> StoredEvent:
+    """A row of any read here (`data` as UTF-8 bytes) as a stored event; with `tz`, its instants
+    read again from UseDesk's date text in that zone (`mapping.read_dates`): how the replay
+    follows a corrected DESKLEDGER_SOURCE_TIMEZONE."""
+    event = decode_event(data)
+    return StoredEvent(position, read_dates(event, tz) if tz else event, delivery_id)
 
 
-def _stored(row: Any) -> StoredEvent:
-    return decode_row(row["position"], row["data"], row["delivery_id"])
+def _stored(row: Any, tz: ZoneInfo | None) -> StoredEvent:
+    return decode_row(row["position"], row["data"], row["delivery_id"], tz)
 
 
 async def high_water_mark(conn: Conn) -> int:
@@ -187,7 +194,11 @@ async def ticket_splits(conn: Conn, parts: int) -> list[int | None]:
 
 
 async def read_after(
-    conn: Conn, after: int = 0, until: int | None = None, chunk: int = 5000
+    conn: Conn,
+    after: int = 0,
+    until: int | None = None,
+    chunk: int = 5000,
+    tz: ZoneInfo | None = None,
 ) -> AsyncIterator[list[StoredEvent]]:
     """Events with `after < position <= until` (no bound: all), in order, in chunks, through a
     server-side cursor, within the caller's transaction and so its snapshot.
@@ -198,20 +209,24 @@ async def read_after(
     """
     cursor = await conn.cursor(READ_AFTER, after, until)
     while rows := await cursor.fetch(chunk):
-        yield [_stored(row) for row in rows]
+        yield [_stored(row, tz) for row in rows]
 
 
 async def read_all(
-    conn: Conn, after: int = 0, until: int | None = None, chunk: int = 5000
+    conn: Conn,
+    after: int = 0,
+    until: int | None = None,
+    chunk: int = 5000,
+    tz: ZoneInfo | None = None,
 ) -> AsyncIterator[list[StoredEvent]]:
     """`read_after` in a REPEATABLE READ transaction of its own: one snapshot for the whole
     scan, memory bounded by `chunk` whatever the store's size."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         last = await high_water_mark(conn) if until is None else until
-        async for events in read_after(conn, after, last, chunk):
+        async for events in read_after(conn, after, last, chunk, tz):
             yield events
 
 
-async def read_ticket(conn: Conn, ticket_id: int) -> list[StoredEvent]:
+async def read_ticket(conn: Conn, ticket_id: int, tz: ZoneInfo | None = None) -> list[StoredEvent]:
     """One ticket's events in position order."""
-    return [_stored(row) for row in await conn.fetch(READ_TICKET, ticket_id)]
+    return [_stored(row, tz) for row in await conn.fetch(READ_TICKET, ticket_id)]

@@ -43,10 +43,12 @@ class Decoded:
     error: str | None
     # `api`: a fact `deskledger reconcile` found, with a delivery row of its own (its module doc).
     source: Source = "webhook"
+    # What the decoder coerced rather than refused (`deliveries.warnings`).
+    warnings: tuple[str, ...] = ()
 
     def rejected(self, error: str) -> Decoded:
         """This delivery kept as `rejected` with `error`, its event (if any) set aside."""
-        return Decoded(self.delivery, None, error, self.source)
+        return Decoded(self.delivery, None, error, self.source, self.warnings)
 
 
 @dataclass
@@ -68,6 +70,7 @@ def decode(delivery: Delivery, tz: ZoneInfo, company_id: int | None) -> Decoded:
     of the decoder (a bug for a value nobody foresaw): charged to this message alone, it can be
     reprocessed after the fix, and never takes the rest of its batch down with it (issue 19).
     """
+    warnings: list[str] = []
     try:
         _, event = decode_webhook(
             delivery.body,
@@ -75,13 +78,14 @@ def decode(delivery: Delivery, tz: ZoneInfo, company_id: int | None) -> Decoded:
             received_at=delivery.received_at,
             tz=tz,
             company_id=company_id,
+            warnings=warnings,
         )
     except DecodeError as exc:
         return Decoded(delivery, None, str(exc))
     except Exception as exc:
         log.exception("decoder_failed", delivery_id=str(delivery.delivery_id), kind=delivery.kind)
         return Decoded(delivery, None, f"{delivery.kind}: the decoder failed: {exc!r}")
-    return Decoded(delivery, event, None)
+    return Decoded(delivery, event, None, warnings=tuple(warnings))
 
 
 EXISTING = "SELECT delivery_id FROM deliveries WHERE delivery_id = ANY($1::uuid[])"
@@ -96,12 +100,19 @@ DELIVERY_COLUMNS = (
     "outcome",
     "error",
     "source",
+    "warnings",
 )
 
+# A delivery's warnings travel as one text, lines apart (unnest cannot carry an array each).
 UPDATE_OUTCOMES = """
 UPDATE deliveries AS d
-SET outcome = u.outcome, error = u.error, processed_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u (delivery_id, outcome, error)
+SET
+    outcome = u.outcome,
+    error = u.error,
+    warnings = string_to_array(nullif(u.warnings, ''), E'\\n'),
+    processed_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+    AS u (delivery_id, outcome, error, warnings)
 WHERE d.delivery_id = u.delivery_id
 """
 
@@ -182,6 +193,7 @@ async def _insert_deliveries(conn: Conn, batch: Sequence[Decoded], result: Batch
             result.outcomes[item.delivery.delivery_id],
             item.error,
             item.source,
+            list(item.warnings) or None,
         )
         for item in batch
     ]
@@ -196,7 +208,11 @@ async def rerecord(conn: Conn, batch: Sequence[Decoded]) -> BatchResult:
         await _append_and_project(conn, batch, result)
         ids = [item.delivery.delivery_id for item in batch]
         await conn.execute(
-            UPDATE_OUTCOMES, ids, [result.outcomes[i] for i in ids], [i.error for i in batch]
+            UPDATE_OUTCOMES,
+            ids,
+            [result.outcomes[i] for i in ids],
+            [i.error for i in batch],
+            ["\n".join(i.warnings) for i in batch],
         )
     return result
 

@@ -109,6 +109,7 @@ async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
         dry_run=args.dry_run,
         fetch_size=args.batch_size or 2000,
         lock_timeout=args.lock_timeout,
+        tz=settings.source_timezone,
     )
     started = time.monotonic()
     report = await Rebuild(settings.database_url, options).run()

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from itertools import pairwise
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -30,7 +31,7 @@ from services.replay.progress import Progress
 from services.replay.schema import REBUILD_SCHEMA
 from services.replay.tasks import together
 from shared import eventstore
-from shared.projections.base import Projection, fold_into
+from shared.projections.base import Projection, fold_into, rows_of
 
 SET_LZ4 = "SET default_toast_compression = lz4"
 GC_YOUNG_THRESHOLD = 50_000
@@ -64,6 +65,7 @@ async def bulk_load(
     writer: asyncpg.Connection,
     projections: Sequence[Projection[Any, Any]],
     fetch_size: int,
+    tz: ZoneInfo | None = None,
 ) -> tuple[int, Loader]:
     """Load one snapshot of the store; returns its high-water mark and the finished Loader."""
     first, *others = readers
@@ -73,7 +75,7 @@ async def bulk_load(
         splits = await eventstore.ticket_splits(first, len(readers))
         # Positions below the mark: a close upper bound of the events that costs nothing.
         progress = Progress("rebuild", max(0, until - start + 1))
-        loader = Loader(writer, projections, progress, fetch_size=fetch_size)
+        loader = Loader(writer, projections, progress, fetch_size=fetch_size, tz=tz)
         async with snapshots.joined(await snapshots.export(first), others):
             await loader.load(until, list(zip(readers, ranges(splits), strict=False)))
     # Where the pipeline waited: on PostgreSQL reading the store, or on COPY writing rows.
@@ -104,12 +106,15 @@ class Loader:
         progress: Progress,
         *,
         fetch_size: int = 2000,
+        tz: ZoneInfo | None = None,
         copy_size: int = 2000,
     ) -> None:
         self.writer = writer
         self.projections = projections
         self.progress = progress
         self.fetch_size = fetch_size
+        # The zone UseDesk's date text is read in (DESKLEDGER_SOURCE_TIMEZONE).
+        self.tz = tz
         self.copy_size = copy_size
         self.events = 0
         self.rows = 0
@@ -171,13 +176,13 @@ class Loader:
     async def _fold(self, rows: _Chunk) -> None:
         if not rows:
             return
-        events = [eventstore.decode_row(row[1], row[2], row[3]) for row in rows]
+        events = [eventstore.decode_row(row[1], row[2], row[3], self.tz) for row in rows]
         for projection in self.projections:
             await asyncio.sleep(0)  # let the readers' chunks arrive meanwhile
             states: dict[Any, Any] = {}
             fold_into(projection, states, events)
             buffer = self._buffers[projection.table]
-            buffer.extend(map(projection.row, states.values()))
+            buffer.extend(rows_of(projection, states.values()))
             if len(buffer) >= self.copy_size:
                 await self._flush(projection)
         self.events += len(rows)

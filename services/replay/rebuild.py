@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
@@ -85,6 +86,8 @@ class RebuildOptions:
     lock_timeout: float = 2.0
     attempts: int = 10
     listed_keys: int = 1000
+    # The zone UseDesk's date text is read in; None: the instants as stored.
+    tz: ZoneInfo | None = None
 
 
 @dataclass
@@ -131,7 +134,9 @@ class Rebuild:
     async def _run(self, writer: asyncpg.Connection, readers: list[asyncpg.Connection]) -> None:
         self.live = await schema.live_schema(writer, self.tables)
         await schema.create_rebuild(writer, self.live, self.tables)
-        last, loader = await bulk_load(readers, writer, self.projections, self.options.fetch_size)
+        last, loader = await bulk_load(
+            readers, writer, self.projections, self.options.fetch_size, self.options.tz
+        )
         self.report.events += loader.events
         self.report.rows += loader.rows
         fault_point(REPLAY_AFTER_COPY)
@@ -149,11 +154,18 @@ class Rebuild:
     async def _catch_up_once(self, conn: asyncpg.Connection, last: int) -> tuple[int, int]:
         async with conn.transaction(isolation="repeatable_read"):
             await schema.use_rebuild(conn, self.live)
-            last, count = await catch_up(conn, self.projections, last, self.options.fetch_size)
+            last, count = await catch_up(
+                conn, self.projections, last, self.options.fetch_size, self.options.tz
+            )
         self.report.events += count
         self.report.caught_up += count
         log.info("replay_caught_up", events=count, position=last)
         return last, count
+
+    async def _apply_after(self, conn: asyncpg.Connection, last: int) -> tuple[int, int]:
+        """`catch_up` of the rebuild tables with this replay's projections and options."""
+        options = self.options
+        return await catch_up(conn, self.projections, last, options.fetch_size, options.tz)
 
     async def _catch_up(self, conn: asyncpg.Connection, last: int) -> int:
         """Passes of catch-up until one finds few events (workers may keep appending)."""
@@ -237,7 +249,9 @@ class Rebuild:
             )
             await eventstore.lock_appends(conn)
             await schema.use_rebuild(conn, self.live)
-            last, count = await catch_up(conn, self.projections, last, self.options.fetch_size)
+            last, count = await catch_up(
+                conn, self.projections, last, self.options.fetch_size, self.options.tz
+            )
             await schema.lock_live(conn, self.live, self.tables)
             await schema.swap(conn, self.live, self.tables)
             fault_point(REPLAY_BEFORE_SWAP_COMMIT)

@@ -55,7 +55,7 @@ _KIND_KEYS: tuple[tuple[str, Kind], ...] = (
     ("comment", "comment_created"),
     ("csi", "rating"),
 )
-_BUILDERS: dict[Kind, Callable[[Envelope, datetime, ZoneInfo, int | None], Event]] = {
+_BUILDERS: dict[Kind, Callable[[Envelope, datetime, ZoneInfo, int | None, list[str]], Event]] = {
     "ticket_created": ticket_created,
     "ticket_changed": ticket_changed,
     "comment_created": comment_created,
@@ -168,10 +168,12 @@ def decode_webhook(
     received_at: datetime,
     tz: ZoneInfo,
     company_id: int | None = None,
+    warnings: list[str] | None = None,
 ) -> tuple[Kind, Event | None]:
     """The webhook's kind and, for the four ticket kinds, its event; raises only `DecodeError`.
 
-    `tz` is the zone of UseDesk's naive dates; `company_id` is used when the payload has none.
+    `tz` is the zone of UseDesk's naive dates; `company_id` is used when the payload has none;
+    what was coerced rather than refused (a number where text belongs) is added to `warnings`.
     """
     if content_type in _JSON_AS_SENT:
         try:
@@ -189,7 +191,7 @@ def decode_webhook(
         return kind, None
     if received_at.tzinfo is not UTC:
         received_at = _as_utc(received_at)
-    event = build(envelope, received_at, tz, company_id)
+    event = build(envelope, received_at, tz, company_id, [] if warnings is None else warnings)
     return kind, without_nul(event) if _may_hold_nul(body) else event
 
 

@@ -24,6 +24,7 @@ from shared.events import (
     ClientRef,
     CommentCreated,
     CustomField,
+    Event,
     FieldChange,
     RatingGiven,
     TicketChanged,
@@ -32,7 +33,6 @@ from shared.events import (
 from shared.usedesk.errors import show
 from shared.usedesk.wire import (
     INT32_MAX,
-    ChangeWire,
     ClientWire,
     CommentWire,
     CsiWire,
@@ -40,6 +40,7 @@ from shared.usedesk.wire import (
     Envelope,
     Int,
     Many,
+    PhoneWire,
     TicketWire,
     TriggerWire,
     items,
@@ -60,12 +61,17 @@ _DOCUMENTED_DATE_CHARS = len("2024-03-05 11:52:40")
 
 
 def ticket_created(
-    envelope: Envelope, received_at: datetime, tz: ZoneInfo, company_id: int | None
+    envelope: Envelope,
+    received_at: datetime,
+    tz: ZoneInfo,
+    company_id: int | None,
+    warnings: list[str] | None = None,
 ) -> TicketCreated:
     kind = "ticket_created"
     ticket = envelope.ticket
     if not isinstance(ticket, TicketWire):
         raise DecodeError(kind, "ticket", "expected an object, got null")
+    notes = warnings if warnings is not None else []
     published_at = _date(ticket.published_at, tz, kind, "ticket.published_at")
     last_updated_at = (
         published_at  # a new ticket's two dates are usually one string: parse it once
@@ -79,30 +85,39 @@ def ticket_created(
         occurred_at=occurred_at or received_at,
         time_source="usedesk" if occurred_at else "received",
         status_id=ticket.status_id or None,
-        subject=ticket.subject,
+        subject=_text_of(ticket.subject, kind, "ticket.subject", notes),
         client_id=ticket.client_id or None,
         assignee_id=ticket.assignee_id or None,
         group_id=ticket.group or None,
         channel_id=ticket.channel_id or None,
-        email=ticket.email,
+        email=_text_of(ticket.email, kind, "ticket.email", notes),
         additional_id=text(ticket.additional_id),
-        message=ticket.message,
+        message=_text_of(ticket.message, kind, "ticket.message", notes),
         published_at=published_at,
         last_updated_at=last_updated_at,
     )
-    # These two are set apart because CPython compiles a call with more than 15 keyword
-    # arguments into one that builds a dict first, which makes the constructor 4x slower.
-    # Each is found inside `ticket` or at the top level (§4.1): the first that says something
-    # wins, because a form drops an empty part and the other one would then show through.
-    custom_fields = _custom_fields(ticket.custom_fields) or _custom_fields(envelope.custom_fields)
-    client = _client(ticket.client) or _client(envelope.client)
-    if custom_fields or client:
-        event = msgspec.structs.replace(event, custom_fields=custom_fields, client=client)
-    return event
+    # These are set apart because CPython compiles a call with more than 15 keyword arguments
+    # into one that builds a dict first, which makes the constructor 4x slower.
+    # Custom fields and the client are found inside `ticket` or at the top level (§4.1): the
+    # first that says something wins, because a form drops an empty part and the other one
+    # would then show through.
+    return msgspec.structs.replace(
+        event,
+        custom_fields=_custom_fields(ticket.custom_fields)
+        or _custom_fields(envelope.custom_fields),
+        client=_client(ticket.client) or _client(envelope.client),
+        received_at=received_at,
+        published_at_text=ticket.published_at or None,
+        last_updated_at_text=ticket.last_updated_at or None,
+    )
 
 
 def ticket_changed(
-    envelope: Envelope, received_at: datetime, tz: ZoneInfo, company_id: int | None
+    envelope: Envelope,
+    received_at: datetime,
+    tz: ZoneInfo,
+    company_id: int | None,
+    warnings: list[str] | None = None,
 ) -> TicketChanged:
     kind = "ticket_changed"
     trigger = envelope.trigger
@@ -117,12 +132,13 @@ def ticket_changed(
         old_status = old_status or old_fallback
         new_status = new_status or new_fallback
     user_id, rule_id = trigger.user_id or None, trigger.trigger_id or None
-    return TicketChanged(
+    event = TicketChanged(
         ticket_id=trigger.ticket_id or _missing(trigger.ticket_id, kind, "trigger.ticket_id"),
         change_id=trigger.id or _missing(trigger.id, kind, "trigger.id"),
         company_id=trigger.company_id or company_id,
         occurred_at=changed_at or received_at,
         time_source="usedesk" if changed_at else "received",
+        received_at=received_at,
         changes=changes,
         old_status=old_status,
         new_status=new_status,
@@ -130,36 +146,64 @@ def ticket_changed(
         rule_id=rule_id,
         changed_by="user" if user_id else "rule" if rule_id else "unknown",
         changed_at=changed_at,
+        changed_at_text=trigger.changed_at or None,
+    )
+    return msgspec.structs.replace(
+        event,
         custom_fields=_custom_fields(envelope.custom_fields),
+        assignee_id=envelope.assignee_id or None,
+        client=_client(envelope.client),
     )
 
 
 def comment_created(
-    envelope: Envelope, received_at: datetime, tz: ZoneInfo, company_id: int | None
+    envelope: Envelope,
+    received_at: datetime,
+    tz: ZoneInfo,
+    company_id: int | None,
+    warnings: list[str] | None = None,
 ) -> CommentCreated:
     kind = "comment_created"
     comment = envelope.comment
     if not isinstance(comment, CommentWire):
         raise DecodeError(kind, "comment", "expected an object, got null")
+    notes = warnings if warnings is not None else []
     published_at = _date(comment.published_at, tz, kind, "comment.published_at")
-    return CommentCreated(
+    type_sent = _text_of(comment.type, kind, "comment.type", notes)
+    visibility = _VISIBILITY.get(type_sent or "")
+    event = CommentCreated(
         ticket_id=comment.ticket_id or _missing(comment.ticket_id, kind, "comment.ticket_id"),
         comment_id=comment.id or _missing(comment.id, kind, "comment.id"),
         company_id=comment.company_id or company_id,
         occurred_at=published_at or received_at,
         time_source="usedesk" if published_at else "received",
-        message=comment.message,
-        visibility=_VISIBILITY.get(comment.type or ""),
-        author=comment.from_,
+        received_at=received_at,
+        message=_text_of(comment.message, kind, "comment.message", notes),
+        visibility=visibility,
+        author=_text_of(comment.from_, kind, "comment.from", notes),
         user_id=comment.user_id or None,
         client_id=comment.client_id or None,
         is_first=bool(comment.is_first),
         published_at=published_at,
+        published_at_text=comment.published_at or None,
+    )
+    return msgspec.structs.replace(
+        event,
+        # An unknown visibility is kept as sent, never guessed (§4.3).
+        type_sent=type_sent if visibility is None else None,
+        custom_fields=_custom_fields(envelope.custom_fields),
+        files_json=_json_of(comment.file, comment.files),
+        assignee_id=envelope.assignee_id or None,
+        client=_client(envelope.client),
     )
 
 
 def rating_given(
-    envelope: Envelope, received_at: datetime, tz: ZoneInfo, company_id: int | None
+    envelope: Envelope,
+    received_at: datetime,
+    tz: ZoneInfo,
+    company_id: int | None,
+    warnings: list[str] | None = None,
 ) -> RatingGiven:
     kind = "rating"
     csi = envelope.csi
@@ -178,6 +222,7 @@ def rating_given(
         company_id=csi.company_id or company_id,
         occurred_at=occurred_at or received_at,
         time_source="usedesk" if occurred_at else "received",
+        received_at=received_at,
         rating=csi.rating or None,
         comment=text(csi.comment),
         client_id=csi.client_id or None,
@@ -185,7 +230,65 @@ def rating_given(
         ticket_comment_id=csi.ticket_comment_id or None,
         created_at=created_at,
         updated_at=updated_at,
+        created_at_text=csi.created_at or None,
+        updated_at_text=csi.updated_at or None,
     )
+
+
+def read_dates(event: Event, tz: ZoneInfo) -> Event:
+    """`event` with its instants read again from UseDesk's date text in the zone `tz`.
+
+    The store is read through this for folding, so the instants the projections see always
+    follow `DESKLEDGER_SOURCE_TIMEZONE`; an event without text (stored before the text was
+    kept) is returned as it is, and so is one whose text has no instant in `tz`.
+    """
+    try:
+        return _read_dates(event, tz)
+    except DecodeError:
+        return event
+
+
+def _read_dates(event: Event, tz: ZoneInfo) -> Event:
+    kind, replace = event.type, msgspec.structs.replace
+    match event:
+        case TicketCreated() if event.published_at_text or event.last_updated_at_text:
+            published = _date(event.published_at_text, tz, kind, "ticket.published_at")
+            updated = _date(event.last_updated_at_text, tz, kind, "ticket.last_updated_at")
+            occurred = published or updated or event.received_at or event.occurred_at
+            return replace(
+                event, published_at=published, last_updated_at=updated, occurred_at=occurred
+            )
+        case TicketChanged() if event.changed_at_text:
+            changed = _date(event.changed_at_text, tz, kind, "trigger.changed_at")
+            return replace(event, changed_at=changed, occurred_at=changed or event.occurred_at)
+        case CommentCreated() if event.published_at_text:
+            published = _date(event.published_at_text, tz, kind, "comment.published_at")
+            return replace(
+                event, published_at=published, occurred_at=published or event.occurred_at
+            )
+        case RatingGiven() if event.created_at_text or event.updated_at_text:
+            created = _date(event.created_at_text, tz, kind, "csi.created_at")
+            updated = _date(event.updated_at_text, tz, kind, "csi.updated_at")
+            occurred = updated or created or event.received_at or event.occurred_at
+            return replace(event, created_at=created, updated_at=updated, occurred_at=occurred)
+    return event
+
+
+def _text_of(value: Any, kind: str, path: str, warnings: list[str]) -> str | None:
+    """A text field as text: a number or a flag where text belongs is kept as its text, with a
+    warning on the delivery, rather than costing the whole webhook (docs/semantics.md)."""
+    if value is None or value.__class__ is str:
+        return value
+    kept = text(value) or None
+    warnings.append(f"{kind}: {path}: expected text, got {show(value)}; kept as {show(kept)}")
+    return kept
+
+
+def _json_of(*values: Any) -> str | None:
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    return _JSON.encode(present[0] if len(present) == 1 else present).decode()
 
 
 def _missing(value: Int, kind: str, path: str) -> NoReturn:
@@ -266,21 +369,43 @@ def _numeric(value: str | None) -> int | None:
 # string, and a call per value was a third of their cost.
 
 
-def _changes(data: Many[ChangeWire]) -> tuple[FieldChange, ...]:
+def _changes(data: Many[dict[str, Any]]) -> tuple[FieldChange, ...]:
     changes = []
-    for change in items(data):
-        target, value, old = change.target, change.value, change.old_value
-        if target.__class__ is not str:
-            target = text(target)
-        if value.__class__ is not str:
-            value = text(value)
-        if old.__class__ is not str:
-            old = text(old)
-        # A form omits an entry that has only nulls, so one sent in JSON is dropped too.
-        if target is None and value is None and old is None:
+    for entry in items(data):
+        if entry.__class__ is not dict:
             continue
-        changes.append(FieldChange(target=target or "", value=value, old_value=old))
+        target, value, old = entry.get("target"), entry.get("value"), entry.get("old_value")
+        value_text = value if value.__class__ is str else text(value)
+        old_text = old if old.__class__ is str else text(old)
+        target_text = target if target.__class__ is str else text(target)
+        # A form omits an entry that has only nulls, so one sent in JSON is dropped too.
+        if target_text is None and value_text is None and old_text is None:
+            continue
+        change = FieldChange(target=target_text or "", value=value_text, old_value=old_text)
+        if not _CHANGE_KEYS.issuperset(entry) or _typed(value) or _typed(old):
+            change = msgspec.structs.replace(
+                change,
+                value_json=_JSON.encode(value).decode() if _typed(value) else None,
+                old_value_json=_JSON.encode(old).decode() if _typed(old) else None,
+                extra={k: _scalar(v) for k, v in entry.items() if k not in _CHANGE_KEYS},
+            )
+        changes.append(change)
     return tuple(changes)
+
+
+_CHANGE_KEYS = frozenset({"target", "value", "old_value"})
+_JSON = msgspec.json.Encoder(order="deterministic")
+
+
+def _typed(value: Any) -> bool:
+    """A value whose JSON type text would lose: anything but a string or null."""
+    return value is not None and value.__class__ is not str
+
+
+def _scalar(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return _JSON.encode(value).decode()
 
 
 def _custom_fields(fields: Many[CustomFieldWire]) -> tuple[CustomField, ...]:
@@ -302,13 +427,29 @@ def _custom_fields(fields: Many[CustomFieldWire]) -> tuple[CustomField, ...]:
 def _client(wire: ClientWire | None) -> ClientRef | None:
     if wire is None:
         return None
-    client_id, name = wire.id or None, wire.name
+    client_id, name, note = wire.id or None, text(wire.name), text(wire.note) or None
     emails = _contacts(items(wire.emails), "email")
-    phones = _contacts(items(wire.phones), "phone")
+    phone_entries = [entry for entry in items(wire.phones) if _phone(entry)]
+    phones = _contacts(phone_entries, "phone")
+    additional_ids = _contacts(items(wire.additional_ids), "value")
     # A client with nothing in it is what a form sends as no client at all (it omits empties).
-    if not (client_id or name or emails or phones):
+    if not (client_id or name or emails or phones or note or additional_ids):
         return None
-    return ClientRef(id=client_id, name=name, emails=emails, phones=phones)
+    return ClientRef(
+        id=client_id,
+        name=name,
+        emails=emails,
+        phones=phones,
+        phone_types=tuple(
+            text(entry.type) if isinstance(entry, PhoneWire) else None for entry in phone_entries
+        ),
+        note=note,
+        additional_ids=additional_ids,
+    )
+
+
+def _phone(entry: PhoneWire | str) -> str | None:
+    return text(entry.phone) if isinstance(entry, PhoneWire) else entry
 
 
 def _contacts(entries: Sequence[Any], field: str) -> tuple[str, ...]:

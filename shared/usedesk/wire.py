@@ -58,27 +58,36 @@ class EmailWire(_Wire):
 
 class PhoneWire(_Wire):
     phone: Text = None
-    type: str | None = None
+    type: Text = None
+
+
+class AdditionalIdWire(_Wire):
+    value: Text = None
 
 
 class ClientWire(_Wire):
     id: Int = None
-    name: str | None = None
+    name: Text = None
+    note: Text = None
     emails: Many[EmailWire | str] = None
     phones: Many[PhoneWire | str] = None
+    additional_ids: Many[AdditionalIdWire | str] = None
 
 
 class TicketWire(_Wire):
+    """Text fields are `Text`: a numeric subject or `"email": false` is coerced to text with a
+    warning on the delivery, not a rejection (docs/semantics.md)."""
+
     id: Int = None
     status_id: Int32 = None
-    subject: str | None = None
+    subject: Text = None
     client_id: Int = None
     assignee_id: Int = None
     group: Int = None
     channel_id: Int = None
-    email: str | None = None
+    email: Text = None
     additional_id: Text = None
-    message: str | None = None
+    message: Text = None
     published_at: Date = None
     last_updated_at: Date = None
     company_id: Int = None
@@ -86,20 +95,14 @@ class TicketWire(_Wire):
     client: ClientWire | None = None
 
 
-class ChangeWire(_Wire):
-    """One `trigger.data[]` entry; values are any JSON (tags may come as arrays)."""
-
-    target: Text = None
-    value: Any = None
-    old_value: Any = None
-
-
 class TriggerWire(_Wire):
     id: Int = None
     ticket_id: Int = None
     trigger_id: Int = None
     user_id: Int = None
-    data: Many[ChangeWire] = None
+    # `data[]` entries as sent: `target`, `value`, `old_value` (any JSON: tags may come as
+    # arrays) and whatever else an entry carries (`sla_id`, a field id), all of it kept.
+    data: Many[dict[str, Any]] = None
     changed_at: Date = None
     old_status: Int32 = None
     new_status: Int32 = None
@@ -109,15 +112,18 @@ class TriggerWire(_Wire):
 class CommentWire(_Wire):
     id: Int = None
     ticket_id: Int = None
-    message: str | None = None
-    type: str | None = None
-    from_: str | None = msgspec.field(default=None, name="from")
+    message: Text = None
+    type: Text = None
+    from_: Text = msgspec.field(default=None, name="from")
     user_id: Int = None
     client_id: Int = None
     is_first: Flag = None
     published_at: Date = None
     # Not documented for comments; read in case a sender adds it.
     company_id: Int = None
+    # Attachments (webhooks.md §4.3, OBS C1): their shape is undocumented, kept as sent.
+    file: Any = None
+    files: Any = None
 
 
 class CsiWire(_Wire):
@@ -148,6 +154,8 @@ class Envelope(_Wire):
     csi: CsiWire | _Unset | None = msgspec.UNSET
     client: ClientWire | None = None
     custom_fields: Many[CustomFieldWire] = None
+    # Typed at the top level by a receiver in the wild (§4.2, C1).
+    assignee_id: Int = None
 
 
 class ClosedCustomField(CustomFieldWire, forbid_unknown_fields=True):
@@ -168,15 +176,17 @@ class ClosedEmail(EmailWire, forbid_unknown_fields=True):
 
 class ClosedPhone(PhoneWire, forbid_unknown_fields=True):
     phone: Scalar = None
+    type: str | None = None
     client_id: Int = None
 
 
-class ClosedAdditionalId(_Wire, forbid_unknown_fields=True):
+class ClosedAdditionalId(AdditionalIdWire, forbid_unknown_fields=True):
     value: Scalar = None
     client_id: Int = None
 
 
 class ClosedClient(ClientWire, forbid_unknown_fields=True):
+    name: str | None = None
     avatar: str | None = None
     note: str | None = None
     emails: Many[ClosedEmail | str] = None
@@ -185,26 +195,27 @@ class ClosedClient(ClientWire, forbid_unknown_fields=True):
 
 
 class ClosedTicket(TicketWire, forbid_unknown_fields=True):
+    subject: str | None = None
+    email: str | None = None
+    message: str | None = None
     additional_id: Scalar = None
     custom_fields: Many[ClosedCustomField] = None
     custom_blocks: Many[ClosedCustomBlock] = None
     client: ClosedClient | None = None
 
 
-class ClosedChange(ChangeWire, forbid_unknown_fields=True):
-    target: Scalar = None
-    value: Value = None
-    old_value: Value = None
-    sla_id: Int = None
-
-
 class ClosedTrigger(TriggerWire, forbid_unknown_fields=True):
-    data: Many[ClosedChange] = None
+    data: Many[dict[str, Value]] = None
 
 
 class ClosedComment(CommentWire, forbid_unknown_fields=True):
+    message: str | None = None
+    type: str | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
     delivered: Flag = None
     readed: Flag = None
+    file: Value = None
+    files: Many[Value] = None
 
 
 class ClosedCsi(CsiWire, forbid_unknown_fields=True):
@@ -222,8 +233,6 @@ class ClosedEnvelope(Envelope, forbid_unknown_fields=True):
     client: ClosedClient | None = None
     custom_fields: Many[ClosedCustomField] = None
     custom_blocks: Many[ClosedCustomBlock] = None
-    # Typed at the top level by a receiver in the wild (§4.2, C1); no event needs it.
-    assignee_id: Int = None
 
 
 class KindKeys(_Wire):

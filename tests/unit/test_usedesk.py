@@ -21,6 +21,16 @@ from tests.helpers.php_forms import URLENCODED, http_build_query, multipart
 from tests.helpers.usedesk import FIXTURES, JSON, MOSCOW, RECEIVED, decode, fixture, utc
 
 SUBJECT = "Не приходит код подтверждения"
+# The top-level `client` of the change and comment fixtures, every documented part of it kept.
+MARINA = ClientRef(
+    id=5512309,
+    name="Марина Ковалёва",
+    emails=("marina.k@example.org",),
+    phones=("79161234567",),
+    phone_types=("mobile",),
+    note=None,  # sent as ""
+    additional_ids=("crm-20931",),
+)
 EXPECTED: dict[str, Event] = {
     "ticket_created.json": TicketCreated(
         ticket_id=3318840,
@@ -41,6 +51,9 @@ EXPECTED: dict[str, Event] = {
             CustomField(id=61, name="Order number", value=None),
             CustomField(id=64, name="Платформа", value="Android"),
         ),
+        received_at=RECEIVED,
+        published_at_text="2024-03-05 11:37:52",
+        last_updated_at_text="2024-03-05 11:37:52",
     ),
     "ticket_changed.json": TicketChanged(
         ticket_id=3318840,
@@ -62,6 +75,9 @@ EXPECTED: dict[str, Event] = {
             CustomField(id=61, name="Order number", value="A-55120"),
             CustomField(id=64, name="Платформа", value="Android"),
         ),
+        received_at=RECEIVED,
+        changed_at_text="2024-03-05 12:04:18",
+        client=MARINA,
     ),
     "comment_created.json": CommentCreated(
         ticket_id=3318840,
@@ -75,6 +91,10 @@ EXPECTED: dict[str, Event] = {
         client_id=None,
         is_first=False,
         published_at=utc("2024-03-05 08:52:40"),
+        received_at=RECEIVED,
+        published_at_text="2024-03-05 11:52:40",
+        custom_fields=(CustomField(id=61, name="Order number", value=None),),
+        client=MARINA,
     ),
     "rating.json": RatingGiven(
         ticket_id=3318840,
@@ -88,12 +108,16 @@ EXPECTED: dict[str, Event] = {
         ticket_comment_id=412900871,
         created_at=utc("2024-03-05 09:31:07"),
         updated_at=utc("2024-03-05 09:31:07"),
+        received_at=RECEIVED,
+        created_at_text="2024-03-05 12:31:07",
+        updated_at_text="2024-03-05 12:31:07",
     ),
     "variants/ticket_changed.minimal.json": TicketChanged(
         ticket_id=3318841,
         change_id=90417790,
         occurred_at=RECEIVED,
         time_source="received",
+        received_at=RECEIVED,
         changes=(FieldChange(target="assignee_id", value="50177", old_value=None),),
     ),
     "variants/ticket_created.numeric_toplevel.json": TicketCreated(
@@ -110,7 +134,11 @@ EXPECTED: dict[str, Event] = {
         published_at=utc("2024-03-06 06:15:02"),
         last_updated_at=utc("2024-03-06 06:15:02"),
         custom_fields=(CustomField(id=61, name="Order number", value="A-55131"),),
+        # The phone "" is dropped, and with it its type.
         client=ClientRef(id=5512310, name="Oleg P."),
+        received_at=RECEIVED,
+        published_at_text="2024-03-06 09:15:02",
+        last_updated_at_text="2024-03-06 09:15:02",
     ),
 }
 

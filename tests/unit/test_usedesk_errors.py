@@ -60,12 +60,8 @@ def failure(body: bytes, content_type: str = JSON) -> str:
             "ticket_changed: trigger.data: expected an object or an array, got 5",
         ),
         (
-            b'{"comment":{"id":1,"ticket_id":2,"message":7}}',
-            "comment_created: comment.message: expected a string, got 7",
-        ),
-        (
-            b'{"client":{"emails":{}},"ticket":{"id":1,"subject":{}}}',
-            "ticket_created: ticket.subject: expected a string, got an object",
+            b'{"comment":{"id":1,"ticket_id":2,"is_first":"maybe"}}',
+            'comment_created: comment.is_first: expected 0 or 1, got "maybe"',
         ),
         (
             b'{"csi":{"id":1,"ticket_id":2,"updated_at":"yesterday"}}',

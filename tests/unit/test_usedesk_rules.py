@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.events import ClientRef, FieldChange
-from tests.helpers.usedesk import RECEIVED, event, fixture, utc
+from shared.events import ClientRef, CommentCreated, CustomField, FieldChange, TicketCreated
+from shared.usedesk import decode_webhook
+from tests.helpers.usedesk import JSON, MOSCOW, RECEIVED, event, fixture, utc
 
 
 def test_ids_as_numeric_strings_and_as_numbers_give_the_same_event() -> None:
@@ -79,13 +81,49 @@ def test_change_values_become_text_and_nulls_stay_null() -> None:
         {"value": "no target"},
     ]
     changed = event({"trigger": {"id": 1, "ticket_id": 2, "data": data}})
+    # Text as a form would carry it, and beside it the JSON of what was not a string.
     assert changed.changes == (
-        FieldChange(target="comment_from_agent", value="412900871", old_value=None),
-        FieldChange(target="new_tags", value='["vip","срочно"]', old_value=None),
-        FieldChange(target="flag", value="1", old_value=""),
-        FieldChange(target="7", value="1.5"),
+        FieldChange(
+            target="comment_from_agent",
+            value="412900871",
+            old_value=None,
+            value_json="412900871",
+        ),
+        FieldChange(
+            target="new_tags",
+            value='["vip","срочно"]',
+            old_value=None,
+            value_json='["vip","срочно"]',
+            old_value_json="[]",
+        ),
+        FieldChange(
+            target="flag", value="1", old_value="", value_json="true", old_value_json="false"
+        ),
+        FieldChange(target="7", value="1.5", value_json="1.5"),
         FieldChange(target="", value="no target"),
     )
+
+
+def test_every_key_of_a_change_entry_is_kept() -> None:
+    data = [{"target": "sla_first_reply_time", "value": "2024-03-05 12:00:00", "sla_id": 7}]
+    changed = event({"trigger": {"id": 1, "ticket_id": 2, "data": data}})
+    assert changed.changes[0].extra == {"sla_id": 7}
+
+
+def test_an_odd_scalar_where_text_belongs_is_kept_with_a_warning() -> None:
+    """A numeric subject, `"email": false`, a numeric message: coerced, not rejected."""
+    warnings: list[str] = []
+    body = {"ticket": {"id": 1, "subject": 42, "email": False, "message": 7.5}}
+    created = decode_webhook(
+        json.dumps(body).encode(), JSON, received_at=RECEIVED, tz=MOSCOW, warnings=warnings
+    )[1]
+    assert isinstance(created, TicketCreated)
+    assert (created.subject, created.email, created.message) == ("42", None, "7.5")
+    assert warnings == [
+        'ticket_created: ticket.subject: expected text, got 42; kept as "42"',
+        "ticket_created: ticket.email: expected text, got false; kept as null",
+        'ticket_created: ticket.message: expected text, got 7.5; kept as "7.5"',
+    ]
 
 
 @pytest.mark.parametrize(
@@ -128,7 +166,8 @@ def test_occurred_at_prefers_publication_then_last_update_and_update_then_creati
     rerated = {"created_at": "2024-03-05 10:00:00", "updated_at": "2024-03-06 10:00:00"}
     rated = event({"csi": {"id": 1, "ticket_id": 2} | rerated})
     assert rated.occurred_at == utc("2024-03-06 07:00:00")
-    assert rated.source_id == "1@2024-03-06T07:00:00+00:00"
+    # UseDesk's own text, never the converted instant: a new zone cannot make a new fact.
+    assert rated.source_id == "1@2024-03-06 10:00:00"
 
 
 def test_company_id_comes_from_the_payload_else_from_the_argument() -> None:
@@ -156,7 +195,10 @@ def test_client_contacts_are_flattened_and_empty_ones_dropped() -> None:
     }
     created = event({"ticket": {"id": 1}, "client": client})
     assert created.client == ClientRef(
-        id=5, emails=("a@example.org", "b@example.org"), phones=("79161234567",)
+        id=5,
+        emails=("a@example.org", "b@example.org"),
+        phones=("79161234567",),
+        phone_types=(None,),
     )
     assert event({"ticket": {"id": 1}, "client": {"emails": [], "phones": []}}).client is None
 
@@ -173,11 +215,34 @@ def test_unknown_fields_anywhere_are_ignored() -> None:
     plain = fixture("ticket_changed.json")
     noisy = copy.deepcopy(plain)
     noisy["new_top"] = {"deep": [[{"x": 1}]]}
-    noisy["trigger"]["data"][0]["sla_extra"] = [1, {"a": None}]
     noisy["trigger"]["unknown"] = None
     noisy["client"]["files"] = [{"url": "x"}]
     noisy["custom_fields"][1]["kind"] = "select"
     assert event(noisy) == event(plain)
+
+
+def test_what_usedesk_documents_reaches_the_event() -> None:
+    """The client's note, additional ids and phone types, the top-level assignee, a comment's
+    custom fields and files, an unknown comment type (webhooks.md §3, §4.2, §4.3)."""
+    comment = fixture("comment_created.json")
+    comment["client"]["note"] = "VIP"
+    comment["assignee_id"] = "48211"
+    comment["comment"]["type"] = "note"
+    comment["comment"]["files"] = [{"name": "a.png", "file": "https://x/a.png"}]
+    commented = event(comment)
+    assert isinstance(commented, CommentCreated)
+    assert commented.client is not None
+    assert (commented.client.note, commented.client.additional_ids) == ("VIP", ("crm-20931",))
+    assert commented.client.phone_types == ("mobile",)
+    assert (commented.assignee_id, commented.visibility, commented.type_sent) == (
+        48211,
+        None,
+        "note",
+    )
+    assert commented.custom_fields == (CustomField(id=61, name="Order number", value=None),)
+    assert commented.files_json == '[{"file":"https://x/a.png","name":"a.png"}]'
+    changed = fixture("ticket_changed.json") | {"assignee_id": 7}
+    assert event(changed).assignee_id == 7
 
 
 def test_arrays_sent_as_php_sparse_objects_are_read_in_order() -> None:
