@@ -82,7 +82,7 @@ class Table:
 
     name: str
     columns: tuple[Column, ...]
-    key: str
+    key: tuple[str, ...]  # the primary key's columns
     upsert_sql: str
 
     @classmethod
@@ -90,23 +90,26 @@ class Table:
         cls,
         name: str,
         row_type: type[NamedTuple],
-        key: str,
+        key: str | tuple[str, ...],
         on_conflict: Literal["replace", "keep"],
     ) -> Table:
         """The table `name` whose rows are `row_type`, unique on `key`; a row whose key is stored
         already replaces the stored one, or is skipped (`keep`: rows that never change)."""
         columns = tuple(_column(field, hint) for field, hint in _hints(row_type))
-        return cls(name, columns, key, _upsert(name, columns, key, on_conflict))
+        keys = (key,) if isinstance(key, str) else key
+        return cls(name, columns, keys, _upsert(name, columns, keys, on_conflict))
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
 
     def load_sql(self, *names: str) -> str:
-        """SELECT `names` (all columns when none) of the rows whose keys are in `$1`."""
-        key_type = next(c.type for c in self.columns if c.name == self.key)
+        """SELECT `names` (all columns when none) of the rows whose keys are in `$1` (a table
+        with a one-column key)."""
+        (key,) = self.key
+        key_type = next(c.type for c in self.columns if c.name == key)
         listed = ",\n    ".join(names or self.names)
-        return f"SELECT\n    {listed}\nFROM {self.name}\nWHERE {self.key} = ANY($1::{key_type}[])"
+        return f"SELECT\n    {listed}\nFROM {self.name}\nWHERE {key} = ANY($1::{key_type}[])"
 
 
 def _hints(row_type: type[NamedTuple]) -> list[tuple[str, Any]]:
@@ -128,7 +131,10 @@ _CAST = {"timestamp with time zone": "timestamptz"}
 
 
 def _upsert(
-    table: str, columns: tuple[Column, ...], key: str, on_conflict: Literal["replace", "keep"]
+    table: str,
+    columns: tuple[Column, ...],
+    key: tuple[str, ...],
+    on_conflict: Literal["replace", "keep"],
 ) -> str:
     """INSERT ... SELECT * FROM unnest($1, ..., $n) ON CONFLICT (key) ...: one array per column.
 
@@ -142,12 +148,14 @@ def _upsert(
     if on_conflict == "keep":
         action = "DO NOTHING"
     else:
-        updates = ",\n    ".join(f"{c.name} = EXCLUDED.{c.name}" for c in columns if c.name != key)
+        updates = ",\n    ".join(
+            f"{c.name} = EXCLUDED.{c.name}" for c in columns if c.name not in key
+        )
         action = f"DO UPDATE SET\n    {updates}"
     return (
         f"INSERT INTO {table} (\n    {names}\n)\n"
         f"SELECT * FROM unnest({arrays})\n"
-        f"ON CONFLICT ({key}) {action}"
+        f"ON CONFLICT ({', '.join(key)}) {action}"
     )
 
 
@@ -163,7 +171,9 @@ class Projection(Generic[K, S]):
     definition: Table
     key: Callable[[Event], K | None]
     fold: Callable[[S | None, StoredEvent], S]
-    row: Callable[[S], tuple[Any, ...]]
+    # The row of a state; with `many`, the list of rows of a state (one event, several rows).
+    row: Callable[[S], Any]
+    many: bool = False
     # SELECT the stored states of `$1` keys; None when rows are only ever inserted.
     load_sql: str | None = None
     load: Callable[[asyncpg.Record], tuple[K, S]] | None = None
@@ -195,6 +205,13 @@ def fold_into(
     return touched
 
 
+def rows_of(projection: Projection[K, S], states: Iterable[S]) -> list[tuple[Any, ...]]:
+    """The table rows of `states`."""
+    if projection.many:
+        return [row for state in states for row in projection.row(state)]
+    return [projection.row(state) for state in states]
+
+
 async def apply(
     conn: Conn, projection: Projection[K, S], events: Sequence[StoredEvent]
 ) -> dict[K, S]:
@@ -209,6 +226,6 @@ async def apply(
         states = dict(projection.load(record) for record in records)
     touched = fold_into(projection, states, events)
     written = {key: states[key] for key in sorted(touched)}  # type: ignore[type-var]
-    rows = [projection.row(state) for state in written.values()]
+    rows = rows_of(projection, written.values())
     await conn.execute(projection.upsert_sql, *(list(column) for column in zip(*rows, strict=True)))
     return written

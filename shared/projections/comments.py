@@ -1,4 +1,6 @@
-"""`ticket_comments`: one row per comment."""
+"""`ticket_comments`: one row per comment. `author` is `from` as sent, else derived from the one
+id the comment carries (`CommentCreated.side`); `type` is the visibility, or the type as sent
+when it is none UseDesk documents."""
 
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ def fold(state: CommentRow | None, stored: StoredEvent) -> CommentRow:
     return CommentRow(
         event.comment_id,
         event.ticket_id,
-        event.visibility,
-        event.author,
+        event.visibility or event.type_sent,
+        event.side,
         event.user_id,
         event.client_id,
         event.message,

@@ -1,26 +1,42 @@
-"""Lifecycle metrics of a ticket, derived from its status history sorted by version.
+"""Lifecycle metrics of a ticket, derived from its status history (docs/semantics.md).
 
-The history holds one entry per status-setting event (the creation's initial status and every
-change with a new status). Everything here is recomputed from the sorted history, so it does not
-matter in which order the entries arrived.
+The history holds one entry per status-bearing event: the creation's initial status and every
+change that names a new status (an assignee change that repeats the status too: it tells what
+the status was then, which is how a lost change shows up as a gap). Entries are ordered by
+their `stamp`: the creation first, then the changes by UseDesk's change id (`trigger.id`), which
+UseDesk hands out in the order changes happen; a change's date never decides its place, so a
+change that arrived without `changed_at` still takes its place by its id.
+
+Times: an entry dated by UseDesk keeps its time. An undated one (a change without
+`changed_at`) is placed between its dated neighbours: our receive time, clamped to the interval
+the neighbours allow (`bounded` when clamped, `received` when it fitted). Everything here is
+recomputed from the ordered history, so the arrival order of the entries does not matter.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from itertools import pairwise
+from typing import Literal
 
 import msgspec
 
-RESOLVED = frozenset({2, 3})  # completed, closed
+RESOLVED = frozenset({2, 3})  # solved ("completed"), closed
+# Deleted, spam, merged: the ticket ends; leaving "resolved" for one of these is no reopening.
+ENDED = frozenset({4, 7, 10})
+# Open, on hold, pending, new: leaving "resolved" for one of these is a reopening.
+REOPENED = frozenset({1, 5, 6, 8})
+
+EntryTime = Literal["usedesk", "received", "bounded"]
 
 
 class StatusEntry(msgspec.Struct, array_like=True, frozen=True):
-    stamp: str
-    at: datetime
+    stamp: str  # the order key (see the module doc)
+    at: datetime  # UseDesk's time, or our receive time for an undated change
     old: int | None
     new: int
     event: str  # "<type>:<source_id>", for logs
+    dated: bool = True  # `at` is UseDesk's own time
 
 
 class Lifecycle(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,47 +48,86 @@ class Lifecycle(msgspec.Struct, frozen=True, kw_only=True):
     gaps: tuple[tuple[str, str], ...] = ()
 
 
-def _resolved_at(history: list[StatusEntry]) -> datetime | None:
-    """When the ticket entered the resolved run it is still in; None while it is open."""
+class Placed(msgspec.Struct, frozen=True):
+    """An entry with the time it counts at, and which time that is."""
+
+    entry: StatusEntry
+    at: datetime
+    time: EntryTime
+
+
+def place(history: list[StatusEntry]) -> list[Placed]:
+    """The history in order, each entry with the time it counts at (see the module doc)."""
+    ordered = sorted(history, key=lambda entry: entry.stamp)
+    placed: list[Placed] = []
+    for index, entry in enumerate(ordered):
+        if entry.dated:
+            placed.append(Placed(entry, entry.at, "usedesk"))
+            continue
+        lower = max((e.at for e in ordered[:index] if e.dated), default=None)
+        upper = min((e.at for e in ordered[index + 1 :] if e.dated), default=None)
+        at = entry.at
+        if lower is not None and at < lower:
+            at = lower
+        if upper is not None and at > upper:
+            at = upper
+        placed.append(Placed(entry, at, "received" if at == entry.at else "bounded"))
+    return placed
+
+
+def _resolution(placed: list[Placed]) -> tuple[datetime | None, datetime | None, int]:
+    """(first resolved at, resolved at, reopened count) along the ordered history.
+
+    `resolved_at` is when the ticket entered the resolved run it is in, and stays when the
+    ticket then ends (deleted, spam, merged); it is cleared by a reopening.
+    """
+    first: datetime | None = None
     since: datetime | None = None
-    for entry in reversed(history):
-        if entry.new not in RESOLVED:
-            break
-        since = entry.at
-    return since
+    reopened = 0
+    previous: int | None = None
+    for item in placed:
+        status = item.entry.new
+        if status in RESOLVED:
+            if previous not in RESOLVED:
+                since = item.at
+            first = first or item.at
+        elif status in REOPENED:
+            reopened += previous in RESOLVED
+            since = None
+        elif status not in ENDED:
+            since = None  # an unknown status: neither resolved nor ended
+        previous = status
+    return first, since, reopened
 
 
-def _durations(history: list[StatusEntry]) -> dict[str, int]:
+def _durations(placed: list[Placed]) -> dict[str, int]:
     seconds: dict[str, int] = {}
-    for entry, following in pairwise(history):
-        spent = max(0, int((following.at - entry.at).total_seconds()))
-        seconds[str(entry.new)] = seconds.get(str(entry.new), 0) + spent
+    for item, following in pairwise(placed):
+        spent = max(0, int((following.at - item.at).total_seconds()))
+        key = str(item.entry.new)
+        seconds[key] = seconds.get(key, 0) + spent
     return seconds
 
 
-def _gaps(history: list[StatusEntry]) -> tuple[tuple[str, str], ...]:
+def _gaps(placed: list[Placed]) -> tuple[tuple[str, str], ...]:
     """Pairs of events where a change's `old_status` is not the status the previous one left."""
     return tuple(
-        (previous.event, entry.event)
-        for previous, entry in pairwise(history)
-        if entry.old is not None and entry.old != previous.new
+        (previous.entry.event, item.entry.event)
+        for previous, item in pairwise(placed)
+        if item.entry.old is not None and item.entry.old != previous.entry.new
     )
 
 
 def lifecycle(history: list[StatusEntry]) -> Lifecycle:
-    ordered = sorted(history, key=lambda entry: entry.stamp)
-    if not ordered:
+    placed = place(history)
+    if not placed:
         return Lifecycle()
-    reopened = sum(
-        1
-        for previous, entry in pairwise(ordered)
-        if previous.new in RESOLVED and entry.new not in RESOLVED
-    )
+    first, since, reopened = _resolution(placed)
     return Lifecycle(
-        status_id=ordered[-1].new,
-        first_resolved_at=next((e.at for e in ordered if e.new in RESOLVED), None),
-        resolved_at=_resolved_at(ordered),
+        status_id=placed[-1].entry.new,
+        first_resolved_at=first,
+        resolved_at=since,
         reopened_count=reopened,
-        status_durations=_durations(ordered),
-        gaps=_gaps(ordered),
+        status_durations=_durations(placed),
+        gaps=_gaps(placed),
     )

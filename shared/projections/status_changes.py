@@ -1,4 +1,11 @@
-"""`ticket_status_changes`: one row per ticket change that set a status."""
+"""`ticket_status_changes`: one row per real status change (docs/semantics.md).
+
+A change event is a status change when it names a new status that differs from its old one
+(an unknown old status counts as different). An assignee change or the `message_from_client`
+trigger that repeats the status (`1` → `1`) is not one. `changed_at` is UseDesk's time, or our
+receive time for an undated change (`time_source` says which); order a ticket's changes by
+`change_id`, UseDesk's own order.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +25,19 @@ class StatusChangeRow(NamedTuple):
     user_id: Bigint | None
     trigger_id: Bigint | None
     changed_by: Text
+    change_id: Bigint
+    time_source: Text
 
 
 TABLE = Table.of("ticket_status_changes", StatusChangeRow, key="source_id", on_conflict="keep")
 
 
 def key(event: Event) -> str | None:
-    if isinstance(event, TicketChanged) and event.new_status is not None:
+    if (
+        isinstance(event, TicketChanged)
+        and event.new_status is not None
+        and event.old_status != event.new_status
+    ):
         return event.source_id
     return None
 
@@ -44,6 +57,8 @@ def fold(state: StatusChangeRow | None, stored: StoredEvent) -> StatusChangeRow:
         event.user_id,
         event.rule_id,
         event.changed_by,
+        event.change_id,
+        event.time_source,
     )
 
 

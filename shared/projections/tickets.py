@@ -1,24 +1,31 @@
 """`tickets`: one row per ticket, from its creation, changes, comments and ratings.
 
-Every value carries the version (`base.stamp`) of the event that set it and is replaced only by
-a newer one, so a change that arrives before its ticket's creation makes a partial row which
-the creation then completes without overwriting the newer values (I5).
+Every value carries the version of the event that set it and is replaced only by a newer one,
+so a change that arrives before its ticket's creation makes a partial row which the creation
+then completes without overwriting the newer values (I5). Versions follow UseDesk's order of
+events (docs/semantics.md): the creation first (`CREATED`), then the changes by their change
+id (`change_version`), which UseDesk hands out in the order changes happen; a change's date
+never decides its place. Ratings are versioned by their own `updated_at`.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Collection
 from datetime import datetime
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
+import structlog
 
 from shared.events import (
     CommentCreated,
     CustomField,
     Event,
+    FieldChange,
     RatingGiven,
     TicketChanged,
     TicketCreated,
@@ -40,22 +47,53 @@ from shared.projections.base import (
 )
 from shared.projections.lifecycle import StatusEntry, lifecycle
 
+log = structlog.get_logger()
+
 Scalar = int | str | None
+CREATED = "0"
+# The fold state's format: a state stored by an older DeskLedger (another version scheme) is
+# folded on correctly only after `deskledger replay` (docs/operations.md, upgrading).
+FOLD_FORMAT = 2
+# Fields whose `old_value` in a change is checked against the value before it (a lost change
+# shows up as a contradiction), as the status is.
+GAP_FIELDS = ("assignee_id", "group_id", "subject")
+
+
+def change_version(change_id: int) -> str:
+    """The version of change `change_id`: after the creation, in UseDesk's order of changes."""
+    return f"1.{change_id:020d}"
+
+
+class FieldEntry(msgspec.Struct, array_like=True, frozen=True):
+    """One value of a field in its history: who set it (`event`), from what, to what."""
+
+    stamp: str
+    old: str | None
+    new: str | None
+    event: str
 
 
 class TicketState(msgspec.Struct, kw_only=True):
     ticket_id: int
+    format: int = 0
     created: bool = False
     values: dict[str, Scalar] = {}
     published_at: datetime | None = None
     versions: dict[str, str] = {}
-    # field id -> [version, name, value]
+    # field id -> [version, unused, value]; field id -> [version, name]
     custom_fields: dict[str, tuple[str, str | None, str | None]] = {}
+    custom_field_names: dict[str, tuple[str, str]] = {}
     # tag -> [version, present]
     tags: dict[str, tuple[str, bool]] = {}
     history: list[StatusEntry] = []
+    # GAP_FIELDS -> their values in version order, for suspected gaps
+    field_history: dict[str, list[FieldEntry]] = {}
     comments_count: int = 0
-    first_response_at: datetime | None = None
+    # The client's first comment, whether an agent opened the ticket (outbound), and every
+    # public agent comment: first_response_at is derived from them (docs/semantics.md).
+    client_first_at: datetime | None = None
+    outbound: bool = False
+    agent_replies: list[datetime] = []
     last_updated_at: datetime | None = None
     rating: int | None = None
     events_count: int = 0
@@ -87,13 +125,23 @@ def _later(current: datetime | None, candidate: datetime | None) -> datetime | N
     return candidate
 
 
+def _custom_field(
+    state: TicketState, field_id: str, name: str | None, value: str | None, version: str
+) -> None:
+    current = state.custom_fields.get(field_id)
+    if current is None or current[0] < version:
+        state.custom_fields[field_id] = (version, None, value)
+    # The name is versioned apart: a change names a field by id only, and must neither erase
+    # the name an earlier event gave it nor hide it when it arrives first.
+    named = state.custom_field_names.get(field_id)
+    if name is not None and (named is None or named[0] < version):
+        state.custom_field_names[field_id] = (version, name)
+
+
 def _custom_fields(state: TicketState, fields: tuple[CustomField, ...], version: str) -> None:
     for field in fields:
-        if field.id is None:
-            continue
-        current = state.custom_fields.get(str(field.id))
-        if current is None or current[0] < version:
-            state.custom_fields[str(field.id)] = (version, field.name, field.value)
+        if field.id is not None:
+            _custom_field(state, str(field.id), field.name, field.value, version)
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -103,9 +151,25 @@ def _int_or_none(text: str | None) -> int | None:
     return value or None  # UseDesk says "0" for "no group" / "nobody"
 
 
-def _tags(state: TicketState, text: str | None, present: bool, version: str) -> None:
-    for tag in (part.strip() for part in (text or "").split(",")):
-        if tag and (tag not in state.tags or state.tags[tag][0] < version):
+def _as_text(value: Scalar) -> str | None:
+    """A field's value as a change's `old_value` would spell it ("0" and "" mean none)."""
+    if value is None:
+        return None
+    text = str(value)
+    return None if text in ("", "0") else text
+
+
+def _tag_names(text: str | None, sent_json: str | None) -> list[str]:
+    """Tags of a `new_tags`/`removed_tags` entry: a JSON array as sent, else comma-separated."""
+    if sent_json is not None and sent_json.startswith("["):
+        names = json.loads(sent_json)
+        return [str(name).strip() for name in names if str(name).strip()]
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _tags(state: TicketState, names: list[str], present: bool, version: str) -> None:
+    for tag in names:
+        if tag not in state.tags or state.tags[tag][0] < version:
             state.tags[tag] = (version, present)
 
 
@@ -115,9 +179,15 @@ def _history(state: TicketState, entry: StatusEntry) -> None:
         bisect.insort(state.history, entry, key=lambda e: e.stamp)
 
 
+def _field_history(state: TicketState, field: str, entry: FieldEntry) -> None:
+    entries = state.field_history.setdefault(field, [])
+    if all(existing.stamp != entry.stamp for existing in entries):
+        bisect.insort(entries, entry, key=lambda e: e.stamp)
+
+
 def _created(state: TicketState, event: TicketCreated) -> None:
-    version = stamp(event.occurred_at, event.type, event.ticket_id)
     state.created = True
+    name = f"{event.type}:{event.source_id}"
     for field in (
         "company_id",
         "subject",
@@ -127,56 +197,79 @@ def _created(state: TicketState, event: TicketCreated) -> None:
         "channel_id",
         "email",
     ):
-        _set(state, field, getattr(event, field), version)
-    if _newer(state, "published_at", version):
+        value = getattr(event, field)
+        _set(state, field, value, CREATED)
+        if field in GAP_FIELDS:
+            _field_history(state, field, FieldEntry(CREATED, None, _as_text(value), name))
+    if _newer(state, "published_at", CREATED):
         state.published_at = event.published_at or event.occurred_at
-    _custom_fields(state, event.custom_fields, version)
+    _custom_fields(state, event.custom_fields, CREATED)
     state.last_updated_at = _later(
         state.last_updated_at, event.last_updated_at or event.occurred_at
     )
     if event.status_id is not None:
         at = event.published_at or event.occurred_at
-        _history(
-            state,
-            StatusEntry(version, at, None, event.status_id, f"{event.type}:{event.source_id}"),
-        )
+        dated = event.time_source == "usedesk"
+        _history(state, StatusEntry(CREATED, at, None, event.status_id, name, dated))
 
 
-_CHANGE_TARGETS = {"assignee_id": "assignee_id", "group": "group_id", "group_id": "group_id"}
+# data[] targets that set a column of `tickets`, and the column.
+_ID_TARGETS = {"assignee_id": "assignee_id", "group": "group_id", "group_id": "group_id"}
+_TEXT_TARGETS = {"subject": "subject", "priority": "priority"}
+# Keys of a `ticket_field` entry that may name the field (undocumented, docs/semantics.md).
+_FIELD_ID_KEYS = ("field_id", "ticket_field_id", "id")
+
+
+def _change(state: TicketState, change: FieldChange, version: str, name: str) -> None:
+    target = change.target
+    if target in _ID_TARGETS:
+        column = _ID_TARGETS[target]
+        _set(state, column, _int_or_none(change.value), version)
+        entry = FieldEntry(version, _as_text(change.old_value), _as_text(change.value), name)
+        _field_history(state, column, entry)
+    elif target in _TEXT_TARGETS:
+        column = _TEXT_TARGETS[target]
+        _set(state, column, change.value, version)
+        if column in GAP_FIELDS:
+            _field_history(state, column, FieldEntry(version, change.old_value, change.value, name))
+    elif target in ("new_tags", "removed_tags"):
+        names = _tag_names(change.value, change.value_json)
+        _tags(state, names, target == "new_tags", version)
+    elif target == "ticket_field":
+        field_id = next((change.extra[k] for k in _FIELD_ID_KEYS if change.extra.get(k)), None)
+        if field_id is not None:
+            _custom_field(state, str(field_id), None, change.value, version)
 
 
 def _changed(state: TicketState, event: TicketChanged) -> None:
-    version = stamp(event.occurred_at, event.type, event.change_id)
+    version = change_version(event.change_id)
+    name = f"{event.type}:{event.source_id}"
     if event.company_id is not None:
         _set(state, "company_id", event.company_id, version)
     for change in event.changes:
-        if change.target in _CHANGE_TARGETS:
-            _set(state, _CHANGE_TARGETS[change.target], _int_or_none(change.value), version)
-        elif change.target == "subject":
-            _set(state, "subject", change.value, version)
-        elif change.target in ("new_tags", "removed_tags"):
-            _tags(state, change.value, change.target == "new_tags", version)
+        _change(state, change, version, name)
     _custom_fields(state, event.custom_fields, version)
     state.last_updated_at = _later(state.last_updated_at, event.occurred_at)
     if event.new_status is not None:
-        _history(
-            state,
-            StatusEntry(
-                version,
-                event.occurred_at,
-                event.old_status,
-                event.new_status,
-                f"{event.type}:{event.source_id}",
-            ),
+        dated = event.time_source == "usedesk"
+        entry = StatusEntry(
+            version, event.occurred_at, event.old_status, event.new_status, name, dated
         )
+        _history(state, entry)
 
 
 def _commented(state: TicketState, event: CommentCreated) -> None:
     state.comments_count += 1
     at = event.published_at or event.occurred_at
-    if event.visibility == "public" and event.author == "user":
-        first = state.first_response_at
-        state.first_response_at = at if first is None or at < first else first
+    side = event.side
+    if side == "client":
+        first = state.client_first_at
+        state.client_first_at = at if first is None or at < first else first
+    elif side == "user":
+        if event.is_first:
+            state.outbound = True  # the agent opened the ticket: its message is no response
+        elif event.visibility == "public":
+            bisect.insort(state.agent_replies, at)
     state.last_updated_at = _later(state.last_updated_at, at)
 
 
@@ -188,7 +281,8 @@ def _rated(state: TicketState, event: RatingGiven) -> None:
 
 def fold(state: TicketState | None, stored: StoredEvent) -> TicketState:
     event = stored.event
-    state = state if state is not None else TicketState(ticket_id=event.ticket_id)
+    if state is None:
+        state = TicketState(ticket_id=event.ticket_id, format=FOLD_FORMAT)
     state.events_count += 1
     match event:
         case TicketCreated():
@@ -233,17 +327,43 @@ class TicketRow(NamedTuple):
     partial: Boolean
     events_count: Integer
     fold_state: Bytea
+    priority: Text | None
 
 
 TABLE = Table.of("tickets", TicketRow, key="ticket_id", on_conflict="replace")
 
 
+def first_response_at(state: TicketState) -> datetime | None:
+    """The first public agent comment at or after the client's first message: their first
+    comment, or the ticket's creation unless an agent opened it (docs/semantics.md)."""
+    starts = [state.client_first_at]
+    if state.created and not state.outbound:
+        starts.append(state.published_at)
+    known = [start for start in starts if start is not None]
+    if not known:
+        return None
+    index = bisect.bisect_left(state.agent_replies, min(known))
+    return state.agent_replies[index] if index < len(state.agent_replies) else None
+
+
+def field_gaps(state: TicketState) -> list[tuple[str, str, str]]:
+    """(field, previous event, event) where a change's `old_value` of a field is not the value
+    the events before it left."""
+    gaps = []
+    for field, entries in sorted(state.field_history.items()):
+        for previous, entry in pairwise(entries):
+            if entry.old is not None and entry.old != previous.new:
+                gaps.append((field, previous.event, entry.event))
+    return gaps
+
+
 def row(state: TicketState) -> TicketRow:
     metrics = lifecycle(state.history)
     v: dict[str, Any] = state.values  # each key holds the type of its column
+    names = state.custom_field_names
     fields = {
-        k: {"name": name, "value": value}
-        for k, (_, name, value) in sorted(state.custom_fields.items())
+        k: {"name": names[k][1] if k in names else None, "value": value}
+        for k, (_, _, value) in sorted(state.custom_fields.items())
     }
     tags = sorted(tag for tag, (_, present) in state.tags.items() if present)
     return TicketRow(
@@ -262,30 +382,46 @@ def row(state: TicketState) -> TicketRow:
         _encoder.encode(tags).decode(),
         state.comments_count,
         state.rating,
-        state.first_response_at,
+        first_response_at(state),
         metrics.first_resolved_at,
         metrics.resolved_at,
         metrics.reopened_count,
         _encoder.encode(metrics.status_durations).decode(),
-        len(metrics.gaps),
+        len(metrics.gaps) + len(field_gaps(state)),
         not state.created,
         state.events_count,
         _state_encoder.encode(state),
+        v.get("priority"),
     )
 
 
+_warned_old_format = False
+
+
 def load(record: asyncpg.Record) -> tuple[int, TicketState]:
-    return record["ticket_id"], _state_decoder.decode(record["fold_state"])
+    global _warned_old_format  # noqa: PLW0603 - one warning per process, not per row
+    state = _state_decoder.decode(record["fold_state"])
+    if state.format < FOLD_FORMAT and not _warned_old_format:
+        _warned_old_format = True
+        log.warning(
+            "projection_built_by_older_version",
+            ticket_id=state.ticket_id,
+            hint="run `deskledger replay` once after this upgrade (docs/operations.md)",
+        )
+    return record["ticket_id"], state
 
 
-def suspected_gaps(state: TicketState, events: Collection[str]) -> list[tuple[str, str]]:
-    """The suspected gaps of `state` that involve one of `events` ("<type>:<source_id>").
+def suspected_gaps(state: TicketState, events: Collection[str]) -> list[tuple[str, str, str]]:
+    """The suspected gaps of `state` that involve one of `events` ("<type>:<source_id>"), as
+    (field, previous event, event); the field is `status_id` for a status gap.
 
-    A gap is a pair of neighbours in the sorted status history; a pair of events stored before
-    cannot become neighbours by an insertion, so the gaps a batch brought to light are exactly
-    those that involve an event it appended (the worker logs them, see its report).
+    A gap is a pair of neighbours in an ordered history; a pair of events stored before cannot
+    become neighbours by an insertion, so the gaps a batch brought to light are exactly those
+    that involve an event it appended (the worker logs them, see its report).
     """
-    return [gap for gap in lifecycle(state.history).gaps if gap[0] in events or gap[1] in events]
+    gaps = [("status_id", *gap) for gap in lifecycle(state.history).gaps]
+    gaps += field_gaps(state)
+    return [gap for gap in gaps if gap[1] in events or gap[2] in events]
 
 
 PROJECTION: Projection[int, TicketState] = Projection(

@@ -29,7 +29,7 @@ import asyncpg
 from services.replay.rebuild import Rebuild, RebuildOptions
 from shared import eventstore
 from shared.projections import ALL as PROJECTIONS
-from shared.projections.base import fold_into
+from shared.projections.base import fold_into, rows_of
 from tests.helpers.driver import Driver, Sent
 from tests.helpers.webhooks import Key
 
@@ -188,7 +188,7 @@ async def replay_differences(conn: asyncpg.Connection) -> dict[str, int]:
         for projection, projected in zip(PROJECTIONS, states, strict=True):
             table = projection.table  # a constant of the registry, never input
             await conn.execute(f"CREATE TEMP TABLE {table} (LIKE public.{table} INCLUDING ALL)")
-            rows = [projection.row(projected[key]) for key in sorted(projected)]
+            rows = rows_of(projection, [projected[key] for key in sorted(projected)])
             if rows:
                 columns = [list(column) for column in zip(*rows, strict=True)]
                 await conn.execute(projection.upsert_sql, *columns)

@@ -23,7 +23,7 @@ BASE = datetime(2024, 3, 5, 8, 0, tzinfo=UTC)
 TICKETS = st.integers(min_value=1, max_value=3)
 # A handful of seconds, so that many events share a timestamp.
 MOMENTS = st.integers(min_value=0, max_value=5).map(lambda s: BASE + timedelta(seconds=s))
-STATUSES = st.sampled_from([1, 2, 3, 5, 6, 8])
+STATUSES = st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 10])
 TEXT = st.sampled_from(["Не работает", "Вопрос", "Решено", "help"])
 
 
@@ -49,38 +49,74 @@ def _created(ticket_id: int) -> st.SearchStrategy[Event]:
 
 
 def _changed(ticket_id: int, change_id: int) -> st.SearchStrategy[Event]:
-    change = st.sampled_from(["assignee_id", "subject", "new_tags", "removed_tags", "group"])
+    """A change, sometimes undated (it takes its place by its id, its time from its
+    neighbours), touching one or two fields, with an old value that may contradict."""
+    target = st.sampled_from(
+        [
+            "assignee_id",
+            "subject",
+            "new_tags",
+            "removed_tags",
+            "group",
+            "priority",
+            "status_id",
+            "ticket_field",
+        ]
+    )
+    value = st.sampled_from(["1", "2", "vip", "vip,urgent", "Тема"])
+    field = st.builds(
+        lambda target, new, old, as_array: FieldChange(
+            target=target,
+            value=new,
+            old_value=old,
+            value_json=f'["{new}"]' if as_array and target.endswith("_tags") else None,
+            # A custom field named by id only (the creation names it).
+            extra={"field_id": 61} if target == "ticket_field" else {},
+        ),
+        target,
+        value,
+        st.none() | value,
+        st.booleans(),
+    )
     return st.builds(
-        lambda at, old, new, target, value: TicketChanged(
+        lambda at, dated, old, new, fields: TicketChanged(
             ticket_id=ticket_id,
             change_id=change_id,
             occurred_at=at,
-            changed_at=at,
+            time_source="usedesk" if dated else "received",
+            changed_at=at if dated else None,
+            received_at=at + timedelta(seconds=30),
             old_status=old,
             new_status=new,
             changed_by="user",
             user_id=7,
-            changes=(FieldChange(target=target, value=value),),
+            changes=tuple(fields),
         ),
         MOMENTS,
+        st.booleans(),
         st.none() | STATUSES,
         st.none() | STATUSES,
-        change,
-        st.sampled_from(["1", "2", "vip", "vip,urgent", "Тема"]),
+        st.lists(field, min_size=1, max_size=2),
     )
 
 
 def _comment(ticket_id: int, comment_id: int) -> st.SearchStrategy[Event]:
     return st.builds(
-        lambda at, public, agent: CommentCreated(
+        lambda at, public, agent, first, named: CommentCreated(
             ticket_id=ticket_id,
             comment_id=comment_id,
             occurred_at=at,
             published_at=at,
             visibility="public" if public else "private",
-            author="user" if agent else "client",
+            # Some comments name no author: it is derived from the id they carry.
+            author=("user" if agent else "client") if named else None,
+            user_id=7 if agent else None,
+            client_id=None if agent else 9,
+            is_first=first,
         ),
         MOMENTS,
+        st.booleans(),
+        st.booleans(),
         st.booleans(),
         st.booleans(),
     )

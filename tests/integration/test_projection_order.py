@@ -18,6 +18,7 @@ from tests.helpers.services import ServiceUrls, database_from_template
 PROJECTION_KEYS = {
     "tickets": "ticket_id",
     "ticket_status_changes": "source_id",
+    "ticket_field_changes": "source_id, entry",
     "ticket_comments": "comment_id",
     "ticket_ratings": "rating_id",
 }

@@ -35,7 +35,7 @@ async def test_the_row_definition_is_the_migrated_table(
     migrated = [tuple(row.values()) for row in await db.fetch(COLUMNS, table.name)]
     defined = [(c.name, c.type, c.nullable) for c in table.columns]
     assert defined == migrated
-    assert await db.fetchval(PRIMARY_KEY, table.name) == [table.key]
+    assert await db.fetchval(PRIMARY_KEY, table.name) == list(table.key)
 
 
 @pytest.mark.parametrize("projection", ALL, ids=lambda p: p.name)

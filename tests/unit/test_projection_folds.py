@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from shared.events import Event
 from shared.eventstore import StoredEvent
 from shared.projections import ALL
-from shared.projections.base import fold_into
+from shared.projections.base import fold_into, rows_of
 from tests.helpers.histories import histories
 
 
@@ -20,7 +20,7 @@ def _rows(events: list[Event]) -> dict[str, list[tuple[Any, ...]]]:
     for projection in ALL:
         states: dict[Any, Any] = {}
         fold_into(projection, states, stored)
-        tables[projection.table] = sorted(projection.row(s) for s in states.values())
+        tables[projection.table] = sorted(rows_of(projection, states.values()))
     return tables
 
 
