@@ -15,6 +15,7 @@ from services import runner
 from services.ingress import slot
 from services.ingress.spool import spool_root
 from shared.broker import TopologyNames
+from shared.clock import Verdict, observed_offset
 from shared.completeness import completeness
 from shared.settings import Settings, settings_help
 
@@ -75,12 +76,34 @@ async def broker_figures(settings: Settings) -> dict[str, Any]:
     return figures
 
 
+def _clock_figures(clock: Verdict | None, settings: Settings) -> dict[str, Any]:
+    """Whether DESKLEDGER_SOURCE_TIMEZONE fits UseDesk's clock (docs/semantics.md)."""
+    configured = str(settings.source_timezone)
+    if clock is None:
+        return {"configured": configured, "line": f"{configured} (no webhooks to check it yet)"}
+    agrees = "disagrees" if clock.wrong else "agrees"
+    line = (
+        f"{configured} {agrees}: UseDesk's dates are {clock.offset / 3600:+.2f} h from UTC "
+        f"over {clock.samples} recent webhooks"
+        + (f"; {clock.fits} fits (set it, then `deskledger replay`)" if clock.wrong else "")
+    )
+    return {
+        "configured": configured,
+        "observed_offset_s": round(clock.offset),
+        "samples": clock.samples,
+        "wrong": clock.wrong,
+        "fits": clock.fits,
+        "line": line,
+    }
+
+
 async def database_figures(settings: Settings) -> dict[str, Any]:
     conn = await asyncpg.connect(settings.database_url, timeout=5)
     try:
         row = await conn.fetchrow(DATABASE_FIGURES)
         outcomes = {r["outcome"]: r["n"] for r in await conn.fetch(OUTCOMES)}
         webhooks = await completeness(conn)
+        clock = await observed_offset(conn, settings.source_timezone)
     finally:
         await conn.close()
     assert row is not None
@@ -88,6 +111,7 @@ async def database_figures(settings: Settings) -> dict[str, Any]:
     age = figures["newest_event_age_s"]
     figures["newest_event_age_s"] = None if age is None else round(float(age), 1)
     figures["deliveries"] = outcomes
+    figures["source_clock"] = _clock_figures(clock, settings)
     figures["webhook_completeness"] = {
         "ratio": webhooks.ratio,
         "days": webhooks.days,
@@ -156,6 +180,7 @@ def render(report: dict[str, Any]) -> str:
         f"{'newest event':<18} " + ("none yet" if age is None else f"{age} s ago"),
         f"{'tickets':<18} {database['tickets']} ({database['suspected_gaps']} suspected gaps)",
         f"webhook completeness {database['webhook_completeness']['line']}",
+        f"{'source timezone':<18} {database['source_clock']['line']}",
     ]
     return "\n".join(lines)
 

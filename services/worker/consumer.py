@@ -29,7 +29,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, MessageProcessError
 
 from services.worker import metrics
-from services.worker.report import report
+from services.worker.report import ClockReport, report
 from shared.broker import declare_topology
 from shared.db import is_transient
 from shared.envelope import from_message
@@ -57,6 +57,7 @@ class Worker:
         self._pool: asyncpg.Pool | None = None
         self._connection: AbstractRobustConnection | None = None
         self._db_ok = True
+        self._clock = ClockReport(settings.source_timezone)
 
     def ready(self) -> bool:
         connected = self._connection is not None and not self._connection.is_closed
@@ -174,6 +175,7 @@ class Worker:
         await self._ack(messages)
         try:
             report(result, decoded, time.perf_counter() - started)
+            self._clock.observe(decoded)
         except Exception:  # acked already: a failing report must not turn into a nack
             log.exception("batch_report_failed")
 

@@ -26,6 +26,11 @@ FAILED = Counter(
 )
 BROKER_CONNECTED = Gauge("deskledger_worker_broker_connected", "1 while consuming from RabbitMQ")
 DATABASE_OK = Gauge("deskledger_worker_database_ok", "0 while PostgreSQL transactions fail")
+SOURCE_CLOCK_OFFSET = Gauge(
+    "deskledger_source_clock_offset_seconds",
+    "Median of UseDesk's naive webhook time read as UTC minus our receive time, over recent "
+    "comments and changes: the UTC offset of the zone UseDesk's dates are in",
+)
 
 
 async def start_http(port: int, ready: Callable[[], bool]) -> web.AppRunner | None:
