@@ -18,6 +18,7 @@ ROWS = (
     ("sent", "webhooks sent", False),
     ("attempts", "HTTP requests (retries too)", False),
     ("acknowledged", "acknowledged (200)", False),
+    ("spooled", "of them from the ingress's spool", False),
     ("stored", "stored (one event each)", False),
     ("lost", "lost", True),
     ("duplicated", "duplicated", True),

@@ -298,7 +298,21 @@ def test_services_start_after_a_successful_migrate() -> None:
         condition = services[name]["depends_on"]["migrate"]["condition"]
         assert condition == "service_completed_successfully", name
     assert services["worker"]["deploy"]["replicas"] == 2
-    assert set(compose()["volumes"]) == {"postgres-data", "rabbitmq-data"}
+    spools = {f"spool-{name.removeprefix('ingress-')}" for name in compose_ingresses()}
+    assert set(compose()["volumes"]) == {"postgres-data", "rabbitmq-data", *spools}
+
+
+def test_every_ingress_keeps_its_spool_on_a_volume_of_its_own() -> None:
+    """The spool holds webhooks answered 200: it must outlive the container, one per replica."""
+    spool = f"/app/{SETTING['DESKLEDGER_SPOOL_DIR'].default}"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^WORKDIR /app$", dockerfile, re.M)
+    assert f"install -d -o 10001 -g 10001 {spool}" in dockerfile  # writable by the image's user
+    for name, service in compose_ingresses().items():
+        volume = f"spool-{name.removeprefix('ingress-')}"
+        assert service["volumes"] == [f"{volume}:{spool}"], name
+    ingress = deployment_container("deskledger-ingress")
+    assert {"name": "spool", "mountPath": spool} in ingress["volumeMounts"]
 
 
 def test_the_image_builds_from_the_lock_as_a_non_root_user() -> None:
