@@ -12,7 +12,6 @@ the hot path).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
 from zoneinfo import ZoneInfo
@@ -427,11 +426,14 @@ def _custom_fields(fields: Many[CustomFieldWire]) -> tuple[CustomField, ...]:
 def _client(wire: ClientWire | None) -> ClientRef | None:
     if wire is None:
         return None
-    client_id, name, note = wire.id or None, text(wire.name), text(wire.note) or None
-    emails = _contacts(items(wire.emails), "email")
-    phone_entries = [entry for entry in items(wire.phones) if _phone(entry)]
-    phones = _contacts(phone_entries, "phone")
-    additional_ids = _contacts(items(wire.additional_ids), "value")
+    client_id, name, note = wire.id or None, wire.name, wire.note
+    if name.__class__ is not str:
+        name = text(name)
+    if note.__class__ is not str:
+        note = text(note)
+    emails = _contacts(wire.emails, "email") if wire.emails else ()
+    phones, phone_types = _phones(wire.phones) if wire.phones else ((), ())
+    additional_ids = _contacts(wire.additional_ids, "value") if wire.additional_ids else ()
     # A client with nothing in it is what a form sends as no client at all (it omits empties).
     if not (client_id or name or emails or phones or note or additional_ids):
         return None
@@ -440,22 +442,34 @@ def _client(wire: ClientWire | None) -> ClientRef | None:
         name=name,
         emails=emails,
         phones=phones,
-        phone_types=tuple(
-            text(entry.type) if isinstance(entry, PhoneWire) else None for entry in phone_entries
-        ),
-        note=note,
+        phone_types=phone_types,
+        note=note or None,
         additional_ids=additional_ids,
     )
 
 
-def _phone(entry: PhoneWire | str) -> str | None:
-    return text(entry.phone) if isinstance(entry, PhoneWire) else entry
+def _phones(
+    entries: Many[PhoneWire | str],
+) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
+    """Non-empty phones and, in the same order, their types (None for a bare string)."""
+    phones: list[str] = []
+    types: list[str | None] = []
+    for entry in items(entries):
+        phone: str | None
+        if isinstance(entry, str):
+            phone, kind = entry, None
+        else:
+            phone, kind = text(entry.phone), text(entry.type)
+        if phone:
+            phones.append(phone)
+            types.append(kind)
+    return tuple(phones), tuple(types)
 
 
-def _contacts(entries: Sequence[Any], field: str) -> tuple[str, ...]:
+def _contacts(entries: Many[Any], field: str) -> tuple[str, ...]:
     """`[{"email": "a@b"}]` → `("a@b",)`; empty ones (a phone of `""`) are dropped."""
     kept = []
-    for entry in entries:
+    for entry in items(entries):
         value = entry if entry.__class__ is str else getattr(entry, field)
         if value.__class__ is not str:
             value = text(value)
