@@ -9,17 +9,28 @@ redeclare with different arguments is a channel error).
 - `<prefix>.dlx` exchange -> `<prefix>.webhooks.dead` quorum queue: the dead letters.
   Dead-lettering is `at-least-once` (RabbitMQ >= 3.10), which needs `reject-publish` overflow,
   so a dead letter is never dropped on its way to the dead-letter queue.
+
+A queue's arguments are fixed when it is created: after a change of `DESKLEDGER_DELIVERY_LIMIT`
+the broker refuses the declaration (PRECONDITION_FAILED) and closes the channel. That is a
+configuration change, not a fault, so the declaration falls back to the queue as it exists and
+logs one warning saying how to apply the new limit (issue 17): every pod crash-looped before.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aiormq.exceptions import ChannelPreconditionFailed
+
+log = structlog.get_logger()
 
 ROUTING_KEY = "webhook"
+_WARNED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,9 @@ def queue_arguments(names: TopologyNames, delivery_limit: int) -> dict[str, Any]
 async def declare_topology(channel: AbstractChannel, prefix: str, delivery_limit: int) -> Topology:
     """Declare (idempotently) the exchanges and queues of one deployment."""
     names = TopologyNames.for_prefix(prefix)
+    # The main queue first: a refused declaration closes the channel, and whatever was
+    # declared on it before would have to be declared again.
+    queue = await _declare_queue(channel, names, delivery_limit)
     dlx = await channel.declare_exchange(
         names.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
@@ -71,11 +85,38 @@ async def declare_topology(channel: AbstractChannel, prefix: str, delivery_limit
     exchange = await channel.declare_exchange(
         names.exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
-    queue = await channel.declare_queue(
-        names.queue, durable=True, arguments=queue_arguments(names, delivery_limit)
-    )
     await queue.bind(exchange, ROUTING_KEY)
     return Topology(names=names, exchange=exchange, queue=queue, dead_letter_queue=dead)
+
+
+async def _declare_queue(
+    channel: AbstractChannel, names: TopologyNames, delivery_limit: int
+) -> AbstractQueue:
+    """The main queue with our arguments, or as it exists when it was created with others."""
+    try:
+        return await channel.declare_queue(
+            names.queue, durable=True, arguments=queue_arguments(names, delivery_limit)
+        )
+    except ChannelPreconditionFailed as exc:
+        # Once per process and queue: channels are reopened after every broker hiccup.
+        warn = log.debug if names.queue in _WARNED else log.warning
+        _WARNED.add(names.queue)
+        warn(
+            "queue_arguments_differ",
+            queue=names.queue,
+            delivery_limit=delivery_limit,
+            broker=str(exc),
+            hint=(
+                "the queue keeps the arguments it was created with; carrying on with them. "
+                "To lower the limit, add a policy (the lower of policy and argument applies): "
+                f"rabbitmqctl set_policy {names.queue}-limit '^{re.escape(names.queue)}$' "
+                f"'{{\"delivery-limit\": {delivery_limit}}}' --apply-to queues; "
+                "to raise it, drain the queue and delete it, the next start creates it anew"
+            ),
+        )
+    if channel.is_closed:
+        await channel.reopen()
+    return await channel.declare_queue(names.queue, passive=True)
 
 
 async def delete_topology(channel: AbstractChannel, prefix: str) -> None:

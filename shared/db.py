@@ -135,10 +135,24 @@ async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) 
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
 
+# SQLSTATEs that say "this code expects another schema": undefined table (42P01) or column
+# (42703). A worker started before `migrate` ran is a deployment state, not a bad message:
+# treated like an outage, it waits for the schema instead of dead-lettering good messages.
+_SCHEMA_BEHIND = ("42P01", "42703")
+
+
+def schema_behind(exc: BaseException) -> bool:
+    """True when the database lacks a table or column the code uses: `migrate` has not run."""
+    return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", "") in _SCHEMA_BEHIND
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True when a database failure is the infrastructure's, not the data's (I6)."""
+    """True when a database failure is the infrastructure's, not the data's (I6), or the
+    deployment's (a schema behind the code)."""
     if refused_by_store(exc):
         return False
+    if schema_behind(exc):
+        return True
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
     if isinstance(exc, asyncpg.InvalidCachedStatementError):

@@ -2,7 +2,9 @@
 
 Failure policy (I4, I6):
 - a transient database failure (connection lost, PostgreSQL restarting, serialization failure,
-  deadlock) retries the same batch with backoff; while it does, this loop takes no new messages,
+  deadlock, or a table or column missing because `migrate` has not run yet) retries the same
+  batch with backoff and jitter (workers that all lost the same database must not come back in
+  lockstep); while it does, this loop takes no new messages,
   and nothing is acked or rejected. Retrying is safe even when COMMIT's outcome was unknown:
   `recording.record` skips deliveries already stored;
 - any other failure of a batch re-runs its messages one by one, so that it is charged to the
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aio_pika
 import asyncpg
@@ -31,7 +34,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, MessageProcessError
 from services.worker import metrics
 from services.worker.report import ClockReport, report
 from shared.broker import declare_topology
-from shared.db import is_transient
+from shared.db import is_transient, schema_behind
 from shared.envelope import from_message
 from shared.faults import WORKER_AFTER_COMMIT, WORKER_BEFORE_COMMIT, fault_point
 from shared.recording import BatchResult, Decoded, decode, record, record_alone
@@ -207,8 +210,20 @@ class Worker:
         self._db_ok = False
         metrics.DATABASE_OK.set(0)
         metrics.DB_RETRIES.inc()
-        delay = min(MAX_BACKOFF, 0.1 * 2 ** min(attempt, 10))
-        log.warning("database_unavailable", attempt=attempt, retry_in=delay, error=repr(exc))
+        delay = backoff_delay(attempt)
+        if schema_behind(exc):
+            log.warning(
+                "database_schema_behind",
+                attempt=attempt,
+                retry_in=round(delay, 2),
+                error=repr(exc),
+                hint="this worker is newer than the database schema: run `deskledger migrate`; "
+                "the batch waits, nothing is rejected or dead-lettered",
+            )
+        else:
+            log.warning(
+                "database_unavailable", attempt=attempt, retry_in=round(delay, 2), error=repr(exc)
+            )
         try:
             await asyncio.wait_for(self.stopping.wait(), delay)
         except TimeoutError:
@@ -243,6 +258,14 @@ class Worker:
             return
         for message in messages:
             await _settle(message.ack(), 1)
+
+
+def backoff_delay(attempt: int, uniform: Callable[[float, float], float] = random.uniform) -> float:
+    """Seconds before retry `attempt` (1, 2, ...): exponential up to `MAX_BACKOFF`, with "equal
+    jitter" (a random point in the upper half), so that workers that lost PostgreSQL at the same
+    moment spread their retries instead of hitting it together when it comes back."""
+    ceiling = min(MAX_BACKOFF, 0.1 * 2 ** min(attempt, 10))
+    return uniform(ceiling / 2, ceiling)
 
 
 async def _settle(action: Awaitable[None], size: int) -> None:
