@@ -105,6 +105,8 @@ class Forwarder:
             self._spool.adopt(await _claimed_orphans(self._spool))
         publisher = self._publisher()
         if publisher is None or not publisher.connected:
+            if publisher is not None:
+                publisher.revive()  # a channel the broker closed is not reopened by itself
             await asyncio.sleep(0.2)
             return
         self._spool.appended.clear()

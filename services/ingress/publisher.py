@@ -121,6 +121,12 @@ class Publisher:
             wait=False,
         )
 
+    def revive(self) -> None:
+        """Reopen the channel if it is closed for good (see `_reopen_soon`); for callers that
+        do not publish while the link looks down (the spool's forwarder)."""
+        if self._channel.is_closed:
+            self._reopen_soon()
+
     def _reopen_soon(self) -> None:
         """Open a fresh channel in the background while the connection is up.
 

@@ -111,6 +111,31 @@ async def test_returned_messages_are_spooled_then_forwarded_as_the_same_message(
     assert spooled_files(tmp_path) == []  # every segment deleted, the slot removed too
 
 
+async def test_a_channel_the_broker_closed_is_reopened_by_the_forwarder(
+    settings: Settings, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Publishing to a deleted exchange makes the broker close the channel (404), and a queue
+    redeclared with other arguments makes aio-pika's own restore fail for good: the webhooks
+    are spooled meanwhile, and once the queue is gone again the forwarder reopens the channel
+    (declaring the topology) and forwards them. Nothing else would publish to revive it."""
+    names = TopologyNames.for_prefix(settings.amqp_prefix)
+    async with running_ingress(settings.replace(spool_dir=tmp_path)) as url:
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.exchange_delete(names.exchange)
+            await channel.queue_delete(names.queue)
+            await channel.declare_queue(names.queue, durable=True)  # classic, not quorum
+            answers = [await post(http, url, webhook(n)) for n in range(3)]
+            assert [status for status, _ in answers] == [200] * 3
+            await asyncio.sleep(1)
+            await channel.queue_delete(names.queue)
+        messages = await published(settings, 3, within=30)
+        await until_spool_empty(url)
+    ids = sorted(answer["delivery_id"] for _, answer in answers)
+    assert sorted(m.message_id or "" for m in messages) == ids
+
+
 async def test_a_broker_gone_at_start_is_no_reason_to_refuse_webhooks(
     settings: Settings, tmp_path: Path, http: aiohttp.ClientSession, broker_proxy: TCPProxy
 ) -> None:
