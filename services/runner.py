@@ -84,21 +84,19 @@ def refused(service: str, message: str, status: int = 2) -> int:
 
 def positive_int(raw: str) -> int:
     """argparse type: a whole number of at least 1."""
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
-    return value
+    return int(_positive(raw, int, "a whole number of at least 1"))
 
 
 def positive_float(raw: str) -> float:
-    """argparse type: a number of seconds greater than 0."""
+    """argparse type: a number greater than 0 (seconds, a rate)."""
+    return _positive(raw, float, "a number greater than 0")
+
+
+def _positive(raw: str, number: Callable[[str], float], expected: str) -> float:
     try:
-        value = float(raw)
+        value = number(raw)
     except ValueError:
-        value = 0.0
+        value = 0
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number greater than 0, got {raw!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {raw!r}")
     return value
