@@ -59,13 +59,25 @@ class Placed(msgspec.Struct, frozen=True):
 def place(history: list[StatusEntry]) -> list[Placed]:
     """The history in order, each entry with the time it counts at (see the module doc)."""
     ordered = sorted(history, key=lambda entry: entry.stamp)
+    # For each place: the latest dated time before it and the earliest dated time after it.
+    before: list[datetime | None] = []
+    latest: datetime | None = None
+    for entry in ordered:
+        before.append(latest)
+        if entry.dated and (latest is None or entry.at > latest):
+            latest = entry.at
+    after: list[datetime | None] = [None] * len(ordered)
+    earliest: datetime | None = None
+    for index in range(len(ordered) - 1, -1, -1):
+        after[index] = earliest
+        entry = ordered[index]
+        if entry.dated and (earliest is None or entry.at < earliest):
+            earliest = entry.at
     placed: list[Placed] = []
-    for index, entry in enumerate(ordered):
+    for entry, lower, upper in zip(ordered, before, after, strict=True):
         if entry.dated:
             placed.append(Placed(entry, entry.at, "usedesk"))
             continue
-        lower = max((e.at for e in ordered[:index] if e.dated), default=None)
-        upper = min((e.at for e in ordered[index + 1 :] if e.dated), default=None)
         at = entry.at
         if lower is not None and at < lower:
             at = lower
