@@ -19,16 +19,48 @@ from shared.clock import Verdict, observed_offset
 from shared.completeness import completeness
 from shared.settings import Settings, settings_help
 
+# Nothing here reads a whole table (issue 17): on a store of years `count(*)` over `events` or
+# `deliveries` takes minutes. Row counts are the statistics PostgreSQL keeps anyway: the live
+# tuples the statistics system counts on every insert (exact for the append-only `events` until
+# a crash or a stats reset), or the planner's `reltuples`, whichever is larger. Exact figures
+# come only through an index that bounds them: the last position, the newest event, the last
+# hour's deliveries, rejected deliveries (up to REJECTED_CAP), tickets with suspected gaps.
 DATABASE_FIGURES = """
 SELECT
-    (SELECT count(*) FROM events) AS events,
     (SELECT max(position) FROM events) AS last_position,
     (SELECT extract(epoch FROM now() - recorded_at) FROM events ORDER BY position DESC LIMIT 1)
         AS newest_event_age_s,
-    (SELECT count(*) FROM tickets) AS tickets,
-    (SELECT coalesce(sum(suspected_gaps), 0) FROM tickets) AS suspected_gaps
+    (SELECT count(*) FROM tickets WHERE suspected_gaps > 0) AS tickets_with_gaps,
+    (SELECT coalesce(sum(suspected_gaps), 0) FROM tickets WHERE suspected_gaps > 0)
+        AS suspected_gaps,
+    (SELECT count(*) FROM (
+        SELECT 1 FROM deliveries WHERE outcome = 'rejected' LIMIT $1
+    ) AS capped) AS rejected
 """
-OUTCOMES = "SELECT outcome, count(*) AS n FROM deliveries GROUP BY outcome ORDER BY outcome"
+ESTIMATED_ROWS = """
+SELECT
+    c.relname AS name,
+    greatest(coalesce(s.n_live_tup, 0), c.reltuples, 0)::bigint AS estimate
+FROM pg_class AS c
+LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.oid IN ('events'::regclass, 'deliveries'::regclass, 'tickets'::regclass)
+"""
+# The share of each outcome among `deliveries`, as of the last ANALYZE (autovacuum runs it).
+OUTCOME_SHARES = """
+SELECT
+    unnest(most_common_vals::text::text[]) AS outcome,
+    unnest(most_common_freqs) AS share
+FROM pg_stats
+WHERE schemaname = current_schema() AND tablename = 'deliveries' AND attname = 'outcome'
+"""
+LAST_HOUR = """
+SELECT outcome, count(*) AS n
+FROM deliveries
+WHERE received_at > now() - interval '1 hour'
+GROUP BY outcome
+ORDER BY outcome
+"""
+REJECTED_CAP = 10_000
 
 
 def register(subparsers: Any) -> None:
@@ -100,8 +132,10 @@ def _clock_figures(clock: Verdict | None, settings: Settings) -> dict[str, Any]:
 async def database_figures(settings: Settings) -> dict[str, Any]:
     conn = await asyncpg.connect(settings.database_url, timeout=5)
     try:
-        row = await conn.fetchrow(DATABASE_FIGURES)
-        outcomes = {r["outcome"]: r["n"] for r in await conn.fetch(OUTCOMES)}
+        row = await conn.fetchrow(DATABASE_FIGURES, REJECTED_CAP + 1)
+        estimates = {r["name"]: r["estimate"] for r in await conn.fetch(ESTIMATED_ROWS)}
+        shares = {r["outcome"]: r["share"] for r in await conn.fetch(OUTCOME_SHARES)}
+        last_hour = {r["outcome"]: r["n"] for r in await conn.fetch(LAST_HOUR)}
         webhooks = await completeness(conn)
         clock = await observed_offset(conn, settings.source_timezone)
     finally:
@@ -110,7 +144,16 @@ async def database_figures(settings: Settings) -> dict[str, Any]:
     figures = dict(row.items())
     age = figures["newest_event_age_s"]
     figures["newest_event_age_s"] = None if age is None else round(float(age), 1)
-    figures["deliveries"] = outcomes
+    figures["events_estimate"] = estimates.get("events", 0)
+    figures["tickets_estimate"] = estimates.get("tickets", 0)
+    total = estimates.get("deliveries", 0)
+    figures["deliveries_estimate"] = {
+        "total": total,
+        "by_outcome": {o: round(total * share) for o, share in sorted(shares.items())},
+    }
+    figures["deliveries_last_hour"] = last_hour
+    figures["rejected_capped"] = figures["rejected"] > REJECTED_CAP
+    figures["rejected"] = min(figures["rejected"], REJECTED_CAP)
     figures["source_clock"] = _clock_figures(clock, settings)
     figures["webhook_completeness"] = {
         "ratio": webhooks.ratio,
@@ -172,17 +215,29 @@ def render(report: dict[str, Any]) -> str:
     if "error" in database:
         lines.append(f"database   unreachable: {database['error']}")
         return "\n".join(lines)
-    outcomes = ", ".join(f"{k} {v}" for k, v in database["deliveries"].items()) or "none yet"
-    age = database["newest_event_age_s"]
+    lines += _database_lines(database)
     lines += [
-        f"{'deliveries':<18} {outcomes}",
-        f"{'events':<18} {database['events']} (last position {database['last_position']})",
-        f"{'newest event':<18} " + ("none yet" if age is None else f"{age} s ago"),
-        f"{'tickets':<18} {database['tickets']} ({database['suspected_gaps']} suspected gaps)",
         f"webhook completeness {database['webhook_completeness']['line']}",
         f"{'source timezone':<18} {database['source_clock']['line']}",
     ]
     return "\n".join(lines)
+
+
+def _database_lines(database: dict[str, Any]) -> list[str]:
+    estimate = database["deliveries_estimate"]
+    shares = ", ".join(f"{k} ~{v}" for k, v in estimate["by_outcome"].items())
+    last_hour = ", ".join(f"{k} {v}" for k, v in database["deliveries_last_hour"].items())
+    rejected = ("more than " if database["rejected_capped"] else "") + str(database["rejected"])
+    age = database["newest_event_age_s"]
+    return [
+        f"{'deliveries':<18} ~{estimate['total']}" + (f" ({shares})" if shares else ""),
+        f"{'  last hour':<18} {last_hour or 'none'}; rejected in all: {rejected}",
+        f"{'events':<18} ~{database['events_estimate']} "
+        f"(last position {database['last_position']})",
+        f"{'newest event':<18} " + ("none yet" if age is None else f"{age} s ago"),
+        f"{'tickets':<18} ~{database['tickets_estimate']} ({database['suspected_gaps']} "
+        f"suspected gaps on {database['tickets_with_gaps']} tickets)",
+    ]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
