@@ -1,9 +1,15 @@
 # DeskLedger — `make run` (the main job) and `make test` (everything CI checks).
-# uv is installed with pip when missing; it builds .venv from the committed uv.lock.
+# uv builds .venv from the committed uv.lock. The `uv` on PATH when there is one; otherwise it is
+# bootstrapped into build/uv-venv, a virtualenv of its own: a stock Debian or Ubuntu python3
+# refuses `pip install` into itself (PEP 668, "externally managed environment"), and the system
+# Python is never touched.
 
 SHELL := /bin/bash
 PYTHON ?= python3
-UV := $(PYTHON) -m uv
+UV_BOOTSTRAP := build/uv-venv
+# the uv the bootstrap installs: the one deploy/Dockerfile pins
+UV_VERSION := 0.13.9
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(UV_BOOTSTRAP)/bin/uv)
 RUN := $(UV) run --frozen
 SRC := services shared
 
@@ -14,8 +20,12 @@ SRC := services shared
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
 
-.venv/.installed: pyproject.toml uv.lock
-	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+$(UV_BOOTSTRAP)/bin/uv:
+	@echo "uv is not on PATH: installing it into $(UV_BOOTSTRAP) (needs python3-venv on Debian/Ubuntu)"
+	$(PYTHON) -m venv $(UV_BOOTSTRAP)
+	$(UV_BOOTSTRAP)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
 	@touch $@
 
