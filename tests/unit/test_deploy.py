@@ -31,6 +31,8 @@ SECRET_SETTINGS = {"DATABASE_URL", "AMQP_URL", "DESKLEDGER_SECRETS", "USEDESK_AP
 # Settings the Kubernetes ConfigMap sets to something other than their default, and why.
 CONFIGMAP_DEVIATIONS = {"DESKLEDGER_LOG_FORMAT": "json, since the default depends on a terminal"}
 # `urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('VAR', 'PORT'))`
+# Seconds the grace period keeps beyond what the settings add up to, for the process to exit.
+MARGIN = 5
 HEALTHCHECK_PORT = re.compile(r"environ\.get\('(\w+)', '(\d+)'\)")
 
 
@@ -256,16 +258,35 @@ def test_k8s_ingress_drains_before_it_is_killed() -> None:
     pre_stop = deployment_container("deskledger-ingress")["lifecycle"]["preStop"]["exec"]
     assert re.fullmatch(r'sleep "\$\{DESKLEDGER_DRAIN_SECONDS(:-\d+)?\}"', pre_stop["command"][-1])
     drain = float(config_map()["DESKLEDGER_DRAIN_SECONDS"])
-    in_flight = float(config_map()["DESKLEDGER_PUBLISH_TIMEOUT"])
-    # preStop sleep, then the ingress's own drain after SIGTERM, then in-flight requests.
-    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > 2 * drain + in_flight
+    read = float(config_map()["DESKLEDGER_READ_TIMEOUT"])
+    publish = float(config_map()["DESKLEDGER_PUBLISH_TIMEOUT"])
+    # preStop sleep, the ingress's own drain after SIGTERM, the longest in-flight request (its
+    # body's deadline, then the publish's, + 1 s: services/ingress/server.py `_grace`), the
+    # spool's last forwarding (the publish timeout), and a margin to exit.
+    needed = drain + drain + (read + publish + 1) + publish + MARGIN
+    grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
+    assert grace >= needed, f"terminationGracePeriodSeconds {grace} < {needed}"
+    comment = (K8S / "ingress.yaml").read_text()
+    assert f"terminationGracePeriodSeconds: {grace}" in comment
+    assert "DESKLEDGER_READ_TIMEOUT" in comment.split("terminationGracePeriodSeconds")[0]
+
+
+def test_every_disruption_budget_lets_unhealthy_pods_be_evicted() -> None:
+    budgets = k8s_kind("PodDisruptionBudget")
+    assert budgets
+    for budget in budgets:
+        name = budget["metadata"]["name"]
+        assert budget["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow", name
 
 
 def test_compose_ingress_drains_before_it_is_killed() -> None:
-    in_flight = float(SETTING["DESKLEDGER_PUBLISH_TIMEOUT"].default)
+    read = float(SETTING["DESKLEDGER_READ_TIMEOUT"].default)
+    publish = float(SETTING["DESKLEDGER_PUBLISH_TIMEOUT"].default)
     for service in compose_ingresses().values():
         drain = float(service["environment"]["DESKLEDGER_DRAIN_SECONDS"])
-        assert int(service["stop_grace_period"].removesuffix("s")) > drain + in_flight
+        # No preStop in compose: drain, the longest request, the spool's last forwarding.
+        needed = drain + (read + publish + 1) + publish
+        assert int(service["stop_grace_period"].removesuffix("s")) > needed
 
 
 def test_k8s_ingress_has_a_disruption_budget_and_an_autoscaler() -> None:
