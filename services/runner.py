@@ -25,6 +25,7 @@ import structlog
 import uvloop
 from aio_pika.exceptions import AMQPError
 
+from shared.build import PYTHON, VERSION, register_build_info
 from shared.errors import DeskLedgerError
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -49,6 +50,9 @@ def run(
     tried, passwords masked); `hint` is added to that message (what the failure left behind).
     """
     configure_logging(service, settings.log_level, settings.log_format)
+    # The first line of every command says what runs; the metric says it to Prometheus.
+    log.info("deskledger_started", command=service, version=VERSION, python=PYTHON)
+    register_build_info()
     try:
         return run_loop(main())
     except DeskLedgerError as exc:

@@ -26,6 +26,13 @@ FAILED = Counter(
 )
 BROKER_CONNECTED = Gauge("deskledger_worker_broker_connected", "1 while consuming from RabbitMQ")
 DATABASE_OK = Gauge("deskledger_worker_database_ok", "0 while PostgreSQL transactions fail")
+# Ingress receipt (the delivery's `received_at`) to the commit of the batch that recorded it,
+# per delivery: how far behind the store is. Wide buckets: after an outage, hours.
+LAG_SECONDS = Histogram(
+    "deskledger_worker_lag_seconds",
+    "Seconds from the ingress's receipt of a delivery to the commit that recorded it",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
 SOURCE_CLOCK_OFFSET = Gauge(
     "deskledger_source_clock_offset_seconds",
     "Median of UseDesk's naive webhook time read as UTC minus our receive time, over recent "

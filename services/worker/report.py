@@ -7,6 +7,7 @@ summary line per batch that lists its delivery ids, so one delivery can be trace
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -35,6 +36,11 @@ def report(result: BatchResult, batch: list[Decoded], seconds: float) -> None:
     metrics.BATCHES.inc()
     metrics.EVENTS.inc(len(result.appended))
     metrics.BATCH_SECONDS.observe(seconds)
+    committed = datetime.now(UTC)
+    for item in batch:
+        metrics.LAG_SECONDS.observe(
+            max(0.0, (committed - item.delivery.received_at).total_seconds())
+        )
     log.info(
         "batch_committed",
         size=len(batch),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -181,6 +182,9 @@ async def test_worker_metrics_endpoint(settings: Settings) -> None:
         await runner.cleanup()
     assert 'deskledger_worker_deliveries_total{outcome="recorded"}' in text
     assert "deskledger_worker_batch_seconds_bucket" in text
+    lag = re.search(r"^deskledger_worker_lag_seconds_count (\S+)$", text, re.MULTILINE)
+    assert lag is not None
+    assert float(lag.group(1)) >= 4  # one per delivery, receipt to commit
 
 
 async def test_an_unexpected_error_returns_the_batch_and_the_loop_goes_on(

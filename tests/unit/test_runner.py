@@ -37,7 +37,8 @@ def test_expected_failures_are_one_line_and_a_status(
     code = runner.run("migrate", SETTINGS, main, uses="PostgreSQL", hint="the hint")
     assert code == status
     # The structured log line (logs go to stderr), then the line for a person.
-    logged, said = capsys.readouterr().err.strip().splitlines()
+    started, logged, said = capsys.readouterr().err.strip().splitlines()
+    assert json.loads(started)["event"] == "deskledger_started"
     assert json.loads(logged)["event"] == "migrate_failed"
     assert said.startswith(line)
 
