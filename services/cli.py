@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "services.worker.command",
     "services.replay.command",
     "services.status",
+    "services.ticket",
     "services.reconcile.command",
 )
 

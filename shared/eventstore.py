@@ -83,6 +83,20 @@ WHERE position <= $1
   AND ($3::bigint IS NULL OR ticket_id < $3)
 ORDER BY ticket_id, position
 """
+# One ticket's events as a person reads them (`deskledger ticket`): keys, source, times.
+TICKET_LOG = """
+SELECT
+    position,
+    type,
+    source_id,
+    source,
+    occurred_at,
+    recorded_at,
+    delivery_id
+FROM events
+WHERE ticket_id = $1
+ORDER BY position
+"""
 HIGH_WATER_MARK = "SELECT coalesce(max(position), 0) FROM events"
 FIRST_POSITION = "SELECT coalesce(min(position), 1) FROM events"
 # Ticket ids that cut the store into parts of about as many events: percentiles of a 1% sample
@@ -230,3 +244,9 @@ async def read_all(
 async def read_ticket(conn: Conn, ticket_id: int, tz: ZoneInfo | None = None) -> list[StoredEvent]:
     """One ticket's events in position order."""
     return [_stored(row, tz) for row in await conn.fetch(READ_TICKET, ticket_id)]
+
+
+async def ticket_log(conn: Conn, ticket_id: int) -> list[dict[str, Any]]:
+    """One ticket's events in position order, without their data: position, type, source_id,
+    source, occurred_at, recorded_at, delivery_id."""
+    return [dict(row.items()) for row in await conn.fetch(TICKET_LOG, ticket_id)]
