@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "services.replay.command",
     "services.status",
     "services.ticket",
+    "services.dlq",
     "services.reconcile.command",
 )
 
