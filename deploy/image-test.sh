@@ -82,4 +82,18 @@ in_image sh -c '
 ' sh "$port" "$healthcheck"
 in_image deskledger --help
 
+# `make install` as on a stock Debian: the base's python3 and python3-venv, make to run it, and
+# no uv anywhere (the Makefile bootstraps one into build/uv-venv; pip into the system Python is
+# refused there, PEP 668). The working tree goes in as it is, without .venv, build and .git.
+step "make install on the plain base ($base: python3, python3-venv, make)"
+plain=$(buildah from "$base")
+trap 'buildah rm "$container" "$plain" >/dev/null' EXIT
+on_plain() { buildah run --isolation=chroot --network=host -v "$ca:$ca:ro" "$plain" -- "$@"; }
+on_plain sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends make >/dev/null'
+tar --exclude=./.venv --exclude=./build --exclude=./.git --exclude=./var -c . | on_plain sh -c 'mkdir /src && tar -C /src -x'
+on_plain sh -c '! command -v uv && ! python3 -c "import uv" 2>/dev/null && echo "no uv on the base"'
+on_plain sh -c 'cd /src && UV_SYSTEM_CERTS=1 make install'
+on_plain sh -c 'cd /src && .venv/bin/deskledger --help >/dev/null && echo "deskledger --help runs from .venv"'
+on_plain sh -c '! python3 -c "import uv" 2>/dev/null && echo "the system python3 is untouched"'
+
 step "passed: $image (FROM $base)"
