@@ -38,9 +38,13 @@ run: install ## migrate, then run ingress + one worker in the foreground (Ctrl-C
 demo: install ## in a second terminal while `make run` runs: post the fixture story, show the ticket
 	$(RUN) python -m services.demo
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check; the alert rules with promtool where it is installed
 	$(RUN) ruff check $(SRC) tests
 	$(RUN) ruff format --check $(SRC) tests
+	@if command -v promtool >/dev/null; then \
+		promtool check rules deploy/observability/alerts.yaml && \
+		promtool check config --syntax-only deploy/observability/prometheus.yml; \
+	else echo "promtool not installed (Debian: apt-get install prometheus): alert rules not checked"; fi
 
 fmt: install ## format and autofix
 	$(RUN) ruff format $(SRC) tests

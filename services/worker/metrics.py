@@ -24,6 +24,12 @@ FAILED = Counter(
     "deskledger_worker_failed_deliveries_total",
     "Deliveries returned to the queue after a non-transient failure (dead-lettered at the limit)",
 )
+SUSPECTED_GAPS = Counter(
+    "deskledger_worker_suspected_gaps_total",
+    "Suspected gaps brought to light (a change's old value is not what the events before it "
+    "left: a webhook lost before it reached us?), by field",
+    ["field"],
+)
 BROKER_CONNECTED = Gauge("deskledger_worker_broker_connected", "1 while consuming from RabbitMQ")
 DATABASE_OK = Gauge("deskledger_worker_database_ok", "0 while PostgreSQL transactions fail")
 # Ingress receipt (the delivery's `received_at`) to the commit of the batch that recorded it,

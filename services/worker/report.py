@@ -95,6 +95,7 @@ def _suspected_gaps(result: BatchResult) -> None:
     appended = {f"{s.event.type}:{s.event.source_id}" for s in result.appended}
     for state in states.values():
         for field, previous_event, event in tickets.suspected_gaps(state, appended):
+            metrics.SUSPECTED_GAPS.labels(field).inc()
             log.warning(
                 "suspected_gap",
                 ticket_id=state.ticket_id,
