@@ -162,8 +162,13 @@ def test_compose_health_checks_use_the_real_ports() -> None:
 
 
 def test_only_the_load_balancer_is_published_and_it_targets_the_ingress_port() -> None:
-    published = {name for name, s in compose()["services"].items() if "ports" in s}
-    assert published == {"lb"}
+    services = compose()["services"]
+    published = {name for name, s in services.items() if "ports" in s}
+    # The monitoring profile's Prometheus and Grafana listen on loopback only.
+    monitoring = {name for name in published if "monitoring" in services[name].get("profiles", ())}
+    assert published - monitoring == {"lb"}
+    for name in monitoring:
+        assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"]), name
     haproxy = (DEPLOY / "haproxy.cfg").read_text()
     (public,) = compose()["services"]["lb"]["ports"]
     assert f"bind :{public.rsplit(':', 1)[1]}" in haproxy
