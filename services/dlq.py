@@ -68,8 +68,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
     names = TopologyNames.for_prefix(settings.amqp_prefix)
     if args.action == "list":
-        for line in await listing(settings, args.limit, as_json=args.json):
+        lines = await listing(settings, args.limit, as_json=args.json)
+        for line in lines:
             print(line)
+        if not lines and not args.json:
+            print(f"no dead letters in {names.dead_letter_queue}")
     elif args.action == "show":
         print(json.dumps(await show(settings, args.delivery_id), indent=2, default=str))
     else:
