@@ -137,7 +137,8 @@ class Spool:
         if self.bytes + len(frame) > self.max_bytes:
             raise SpoolFull(f"the spool holds {self.bytes} of {self.max_bytes} bytes")
         self._reserved += len(frame)
-        waiting = _Waiting(frame, delivery.received_at.timestamp(), asyncio.Future())
+        done = asyncio.get_running_loop().create_future()
+        waiting = _Waiting(frame, delivery.received_at.timestamp(), done)
         self._waiting.append(waiting)
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush_all())

@@ -353,8 +353,8 @@ async def test_deleted_queue_is_503_never_200(
 async def test_a_closed_channel_is_reopened(
     settings: Settings, unspooled_url: str, http: aiohttp.ClientSession
 ) -> None:
-    url = unspooled_url
     """Publishing to a deleted exchange makes the broker close the channel (404)."""
+    url = unspooled_url
     names = TopologyNames.for_prefix(settings.amqp_prefix)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
@@ -376,8 +376,8 @@ async def test_a_closed_channel_is_reopened(
 async def test_a_channel_that_cannot_be_restored_is_reopened_later(
     settings: Settings, unspooled_url: str, http: aiohttp.ClientSession
 ) -> None:
-    url = unspooled_url
     """A queue redeclared with other arguments makes aio-pika's own restore fail for good."""
+    url = unspooled_url
     names = TopologyNames.for_prefix(settings.amqp_prefix)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
