@@ -64,6 +64,7 @@ class Slot:
     segments: list[Segment] = field(default_factory=list)
     forwarded: int = 0
     failed: int = 0
+    _saved: tuple[int, int, int, int] | None = None  # what the cursor file says now
 
     @property
     def next_number(self) -> int:
@@ -88,9 +89,13 @@ class Slot:
     def save_cursor(self) -> None:
         """Where forwarding stands; atomic by rename, not fsynced (see the module doc)."""
         head = next((s for s in self.segments if not s.drained), None)
+        number, offset = (head.number, head.forwarded_to) if head else (self.next_number, 0)
+        if self._saved == (number, offset, self.forwarded, self.failed):
+            return  # nothing new: an idle spool writes nothing
+        self._saved = (number, offset, self.forwarded, self.failed)
         cursor = {
-            "segment": head.number if head else self.next_number,
-            "offset": head.forwarded_to if head else 0,
+            "segment": number,
+            "offset": offset,
             "forwarded": self.forwarded,
             "failed": self.failed,
             "pid": os.getpid(),
