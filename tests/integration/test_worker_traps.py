@@ -7,10 +7,12 @@ import asyncio
 
 import aio_pika
 import asyncpg
+import pytest
+from aiormq.exceptions import ChannelPreconditionFailed
 from structlog.testing import capture_logs
 
 from services.worker.consumer import Worker
-from shared.broker import declare_topology
+from shared.broker import TopologyNames, declare_topology
 from shared.settings import Settings
 from tests.helpers.deliveries import story_bodies
 from tests.helpers.worker import drain, publish, queue_depths
@@ -75,3 +77,14 @@ async def test_a_worker_ahead_of_the_schema_waits_for_migrate_and_dead_letters_n
     outcomes = await db.fetch("SELECT outcome, count(*) AS n FROM deliveries GROUP BY outcome")
     assert {row["outcome"]: row["n"] for row in outcomes} == {"recorded": 4}
     assert await queue_depths(settings) == (0, 0)
+
+
+async def test_any_other_difference_in_the_queue_stays_an_error(settings: Settings) -> None:
+    """A classic queue where the quorum queue belongs is no setting to carry on without (I1)."""
+    names = TopologyNames.for_prefix(settings.amqp_prefix)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(names.queue, durable=True)  # classic
+        with pytest.raises(ChannelPreconditionFailed, match="inequivalent arg"):
+            await declare_topology(await connection.channel(), settings.amqp_prefix, 20)
