@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from shared.db import Conn
 from shared.events import Event, decode_event, encode_event
-from shared.usedesk.mapping import read_dates
+from shared.usedesk.dates import read_dates
 
 # How DeskLedger learned a fact (`events.source`): a webhook, or UseDesk's REST API (reconcile).
 Source = Literal["webhook", "api"]

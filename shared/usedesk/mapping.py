@@ -12,7 +12,7 @@ the hot path).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal, NoReturn
 from zoneinfo import ZoneInfo
 
@@ -23,12 +23,12 @@ from shared.events import (
     ClientRef,
     CommentCreated,
     CustomField,
-    Event,
     FieldChange,
     RatingGiven,
     TicketChanged,
     TicketCreated,
 )
+from shared.usedesk.dates import read_date
 from shared.usedesk.errors import show
 from shared.usedesk.wire import (
     INT32_MAX,
@@ -53,10 +53,6 @@ _VISIBILITY: dict[str, Visibility] = {
     "private": "private",
     "internal": "private",
 }
-_ZERO = timedelta(0)
-# `fromisoformat` on arbitrary text is bounded by this; real dates are 19 or 25 characters.
-_MAX_DATE_CHARS = 40
-_DOCUMENTED_DATE_CHARS = len("2024-03-05 11:52:40")
 
 
 def ticket_created(
@@ -71,11 +67,11 @@ def ticket_created(
     if not isinstance(ticket, TicketWire):
         raise DecodeError(kind, "ticket", "expected an object, got null")
     notes = warnings if warnings is not None else []
-    published_at = _date(ticket.published_at, tz, kind, "ticket.published_at")
+    published_at = read_date(ticket.published_at, tz, kind, "ticket.published_at")
     last_updated_at = (
         published_at  # a new ticket's two dates are usually one string: parse it once
         if ticket.last_updated_at == ticket.published_at
-        else _date(ticket.last_updated_at, tz, kind, "ticket.last_updated_at")
+        else read_date(ticket.last_updated_at, tz, kind, "ticket.last_updated_at")
     )
     occurred_at = published_at or last_updated_at
     event = TicketCreated(
@@ -122,7 +118,7 @@ def ticket_changed(
     trigger = envelope.trigger
     if not isinstance(trigger, TriggerWire):
         raise DecodeError(kind, "trigger", "expected an object, got null")
-    changed_at = _date(trigger.changed_at, tz, kind, "trigger.changed_at")
+    changed_at = read_date(trigger.changed_at, tz, kind, "trigger.changed_at")
     changes = _changes(trigger.data)
     old_status, new_status = trigger.old_status or None, trigger.new_status or None
     if old_status is None or new_status is None:
@@ -167,7 +163,7 @@ def comment_created(
     if not isinstance(comment, CommentWire):
         raise DecodeError(kind, "comment", "expected an object, got null")
     notes = warnings if warnings is not None else []
-    published_at = _date(comment.published_at, tz, kind, "comment.published_at")
+    published_at = read_date(comment.published_at, tz, kind, "comment.published_at")
     type_sent = _text_of(comment.type, kind, "comment.type", notes)
     visibility = _VISIBILITY.get(type_sent or "")
     event = CommentCreated(
@@ -208,11 +204,11 @@ def rating_given(
     csi = envelope.csi
     if not isinstance(csi, CsiWire):
         raise DecodeError(kind, "csi", "expected an object, got null")
-    created_at = _date(csi.created_at, tz, kind, "csi.created_at")
+    created_at = read_date(csi.created_at, tz, kind, "csi.created_at")
     updated_at = (
         created_at  # a first rating's two dates are one string: parse it once
         if csi.updated_at == csi.created_at
-        else _date(csi.updated_at, tz, kind, "csi.updated_at")
+        else read_date(csi.updated_at, tz, kind, "csi.updated_at")
     )
     occurred_at = updated_at or created_at
     return RatingGiven(
@@ -232,45 +228,6 @@ def rating_given(
         created_at_text=csi.created_at or None,
         updated_at_text=csi.updated_at or None,
     )
-
-
-def read_dates(event: Event, tz: ZoneInfo) -> Event:
-    """`event` with its instants read again from UseDesk's date text in the zone `tz`.
-
-    The store is read through this for folding, so the instants the projections see always
-    follow `DESKLEDGER_SOURCE_TIMEZONE`; an event without text (stored before the text was
-    kept) is returned as it is, and so is one whose text has no instant in `tz`.
-    """
-    try:
-        return _read_dates(event, tz)
-    except DecodeError:
-        return event
-
-
-def _read_dates(event: Event, tz: ZoneInfo) -> Event:
-    kind, replace = event.type, msgspec.structs.replace
-    match event:
-        case TicketCreated() if event.published_at_text or event.last_updated_at_text:
-            published = _date(event.published_at_text, tz, kind, "ticket.published_at")
-            updated = _date(event.last_updated_at_text, tz, kind, "ticket.last_updated_at")
-            occurred = published or updated or event.received_at or event.occurred_at
-            return replace(
-                event, published_at=published, last_updated_at=updated, occurred_at=occurred
-            )
-        case TicketChanged() if event.changed_at_text:
-            changed = _date(event.changed_at_text, tz, kind, "trigger.changed_at")
-            return replace(event, changed_at=changed, occurred_at=changed or event.occurred_at)
-        case CommentCreated() if event.published_at_text:
-            published = _date(event.published_at_text, tz, kind, "comment.published_at")
-            return replace(
-                event, published_at=published, occurred_at=published or event.occurred_at
-            )
-        case RatingGiven() if event.created_at_text or event.updated_at_text:
-            created = _date(event.created_at_text, tz, kind, "csi.created_at")
-            updated = _date(event.updated_at_text, tz, kind, "csi.updated_at")
-            occurred = updated or created or event.received_at or event.occurred_at
-            return replace(event, created_at=created, updated_at=updated, occurred_at=occurred)
-    return event
 
 
 def _text_of(value: Any, kind: str, path: str, warnings: list[str]) -> str | None:
@@ -293,60 +250,6 @@ def _json_of(*values: Any) -> str | None:
 def _missing(value: Int, kind: str, path: str) -> NoReturn:
     got = "nothing" if value is None else show(value)
     raise DecodeError(kind, path, f"required, got {got}")
-
-
-def _date(raw: str | None, tz: ZoneInfo, kind: str, path: str) -> datetime | None:
-    """A UseDesk date as a UTC instant; naive ones are in the configured zone (§3: UNKNOWN)."""
-    if not raw:
-        return None
-    if len(raw) == _DOCUMENTED_DATE_CHARS:
-        # Nearly every date is "2024-03-05 11:52:40": read the wall time labelled UTC and
-        # subtract the zone's offset for it (`utcoffset` reads only the fields). A quarter
-        # of the cost of `replace(tzinfo=tz).astimezone(UTC)`, twice per webhook.
-        try:
-            wall = datetime.fromisoformat(raw + "+00:00")
-        except ValueError:
-            pass
-        else:
-            return _wall_in(tz, wall, raw, kind, path)
-    return _any_date(raw, tz, kind, path)
-
-
-def _any_date(raw: str, tz: ZoneInfo, kind: str, path: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(raw) if len(raw) <= _MAX_DATE_CHARS else None
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        # PHP/MySQL write "no date" as an all-zero date, which no parser accepts.
-        if raw.startswith("0000-00-00"):
-            return None
-        raise DecodeError(
-            kind, path, f'expected a date like "2024-03-05 11:52:40", got {show(raw)}'
-        )
-    if parsed.tzinfo is None:
-        return _wall_in(tz, datetime.combine(parsed.date(), parsed.time(), UTC), raw, kind, path)
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        raise _out_of_range(raw, kind, path) from None
-
-
-def _wall_in(tz: ZoneInfo, wall: datetime, raw: str, kind: str, path: str) -> datetime:
-    """A wall time in `tz` (its fields labelled UTC) as a UTC instant.
-
-    `utcoffset` reads only the fields. A wall time at either end of the calendar
-    ("0001-01-01 00:00:00" east of UTC) has no instant Python can hold: a `DecodeError` of its
-    own, never an `OverflowError` that would escape the decoder (issue 19).
-    """
-    try:
-        return wall - (tz.utcoffset(wall) or _ZERO)
-    except OverflowError:
-        raise _out_of_range(raw, kind, path) from None
-
-
-def _out_of_range(raw: str, kind: str, path: str) -> DecodeError:
-    return DecodeError(kind, path, f"date out of range (years 1 to 9999 in UTC), got {show(raw)}")
 
 
 def _status_change(changes: tuple[FieldChange, ...]) -> tuple[int | None, int | None]:
