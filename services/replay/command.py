@@ -12,6 +12,7 @@ from services import runner
 from services.replay.comparison import TableComparison
 from services.replay.rebuild import Rebuild, RebuildOptions, RebuildReport
 from services.replay.reprocessing import Reprocessing, ReprocessReport
+from services.replay.tickets import TicketComparison, TicketReplayReport, replay_tickets
 from services.runner import positive_float, positive_int
 from shared.projections import ALL, BY_NAME
 from shared.settings import Settings, settings_help
@@ -33,6 +34,11 @@ were, and the next replay removes whatever it left behind. One replay runs at a 
 With --reprocess-rejected, decode again the deliveries whose outcome is `rejected` (after a
 decoder fix): those that decode now become events (or duplicates of stored ones) and update
 the projections; those that still fail keep the outcome with their new error.
+
+With --ticket ID (repeatable), rebuild only those tickets' rows: their events are folded again
+and, in one transaction that holds the append lock, their rows in every projection table are
+deleted and the folded ones written; the differences are reported as above. Other tickets'
+rows are not touched.
 """
 EPILOG = """\
 exit status: 0 done (differences found were repaired, or only reported with --dry-run),
@@ -72,6 +78,14 @@ def register(subparsers: Any) -> None:
         "rebuilding",
     )
     parser.add_argument(
+        "--ticket",
+        action="append",
+        type=positive_int,
+        metavar="ID",
+        help="rebuild only this ticket's rows (repeat for several), in one short transaction; "
+        "default: the whole store",
+    )
+    parser.add_argument(
         "--batch-size",
         type=positive_int,
         metavar="N",
@@ -92,7 +106,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.reprocess_rejected and args.projection:
         return runner.refused("replay", "--projection does not apply to --reprocess-rejected")
-    main = _reprocess if args.reprocess_rejected else _rebuild
+    if args.reprocess_rejected and args.ticket:
+        return runner.refused("replay", "--ticket does not apply to --reprocess-rejected")
+    main = _reprocess if args.reprocess_rejected else _rebuild_tickets if args.ticket else _rebuild
     return runner.run(
         "replay",
         settings,
@@ -117,6 +133,21 @@ async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _rebuild_tickets(args: argparse.Namespace, settings: Settings) -> int:
+    projections = tuple(BY_NAME[name] for name in args.projection) if args.projection else ALL
+    started = time.monotonic()
+    report = await replay_tickets(
+        settings.database_url,
+        tuple(dict.fromkeys(projections)),
+        args.ticket,
+        tz=settings.source_timezone,
+        dry_run=args.dry_run,
+        lock_timeout=args.lock_timeout,
+    )
+    print(tickets_summary(report, time.monotonic() - started, args.dry_run))
+    return 0
+
+
 async def _reprocess(args: argparse.Namespace, settings: Settings) -> int:
     reprocessing = Reprocessing(
         settings.database_url,
@@ -129,7 +160,7 @@ async def _reprocess(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _table_summary(comparison: TableComparison) -> str:
+def _table_summary(comparison: TableComparison | TicketComparison) -> str:
     kinds = ", ".join(f"{n} {kind}" for kind, n in comparison.counts.items() if n)
     keys = ", ".join(key for key, _ in comparison.keys[:SHOWN_KEYS])
     more = ", ..." if comparison.differing > SHOWN_KEYS else ""
@@ -161,6 +192,27 @@ def rebuild_summary(report: RebuildReport, seconds: float, dry_run: bool) -> str
         f"replay: {report.events} events in {seconds:.2f} s ({rate:,.0f} events/s); "
         f"{found}; {outcome}"
     )
+
+
+def tickets_summary(report: TicketReplayReport, seconds: float, dry_run: bool) -> str:
+    differing = [c for c in report.comparisons if c.differing]
+    found = f"{report.differences} differences"
+    if differing:
+        found += " - " + "; ".join(_table_summary(c) for c in differing)
+    tables = ", ".join(c.table for c in report.comparisons)
+    outcome = "dry run, nothing written" if dry_run else f"rows rewritten in: {tables}"
+    log.info(
+        "replay_finished",
+        tickets=list(report.tickets),
+        events=report.events,
+        seconds=round(seconds, 2),
+        differences=report.differences,
+        written=report.written,
+    )
+    tickets = ("tickets " if len(report.tickets) > 1 else "ticket ") + ", ".join(
+        map(str, report.tickets)
+    )
+    return f"replay: {report.events} events of {tickets} in {seconds:.2f} s; {found}; {outcome}"
 
 
 def reprocess_summary(report: ReprocessReport, dry_run: bool) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -15,6 +16,7 @@ from structlog.testing import capture_logs
 from services.replay.locks import REPLAY_LOCK_KEY, ReplayBusy
 from services.replay.rebuild import RebuildError
 from shared.events import Event
+from shared.projections import ALL
 from shared.recording import record
 from shared.settings import Settings
 from tests.helpers.deliveries import decoded
@@ -29,7 +31,7 @@ from tests.helpers.replay import (
 )
 from tests.helpers.services import ServiceUrls, database_from_template
 from tests.helpers.worker import drain, publish
-from tests.integration.test_projection_order import deliveries
+from tests.integration.test_projection_order import PROJECTION_KEYS, deliveries
 
 
 async def _replayed(services: ServiceUrls, template: str, batches: list[list[Event]]) -> None:
@@ -169,6 +171,67 @@ async def test_unknown_projection_is_refused_by_the_command(settings: Settings) 
     status, _, err = await replay_process(settings, "--projection", "nope")
     assert status == 2
     assert "invalid choice" in err
+
+
+async def _ticket_rows(db: asyncpg.Connection, tickets: list[int], inside: bool) -> Any:
+    """Every projection's rows of `tickets` (inside) or of every other ticket."""
+    rows = {}
+    test = "" if inside else "NOT "
+    for projection in ALL:
+        key = PROJECTION_KEYS[projection.table]
+        # Constant table and key names from the registry, never from input.
+        found = await db.fetch(
+            f"SELECT * FROM {projection.table} WHERE {test}(ticket_id = ANY($1::bigint[])) "
+            f"ORDER BY {key}",
+            tickets,
+        )
+        rows[projection.table] = [tuple(row.values()) for row in found]
+    return rows
+
+
+async def test_replay_of_tickets_restores_their_rows_only(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    await _recorded_stories(settings, db, 5)
+    chosen = [3318840, 3318841, 3318842]
+    before = await _ticket_rows(db, chosen, inside=True)
+    await _tamper(db)  # 3318843's tampered row is not chosen: it must stay as it is
+    others = await _ticket_rows(db, chosen, inside=False)
+    tampered = await _ticket_rows(db, chosen, inside=True)
+    assert tampered != before
+
+    status, out, err = await replay_process(
+        settings, "--ticket", "3318840", "--ticket", "3318841", "--ticket", "3318842", "--dry-run"
+    )
+    assert status == 0, err
+    assert "3 differences" in out, out
+    assert "dry run, nothing written" in out
+    assert await _ticket_rows(db, chosen, inside=True) == tampered
+
+    status, out, err = await replay_process(
+        settings, "--ticket", "3318840", "--ticket", "3318841", "--ticket", "3318842"
+    )
+
+    assert status == 0, err
+    assert out.startswith("replay: 12 events of tickets 3318840, 3318841, 3318842 in "), out
+    assert "tickets: 1 changed (keys 3318841)" in out
+    assert "ticket_comments: 1 missing (keys 412900873)" in out
+    assert "ticket_ratings: 1 unexpected (keys 1)" in out
+    assert await _ticket_rows(db, chosen, inside=True) == before
+    assert await _ticket_rows(db, chosen, inside=False) == others
+
+    status, out, err = await replay_process(settings, "--ticket", "3318841")
+    assert status == 0, err
+    assert "replay: 4 events of ticket 3318841 in " in out
+    assert "; 0 differences; rows rewritten in: tickets, " in out
+
+
+async def test_ticket_and_reprocess_rejected_are_refused_together(settings: Settings) -> None:
+    status, _, err = await replay_process(settings, "--ticket", "1", "--reprocess-rejected")
+    assert status == 2
+    assert "--ticket does not apply to --reprocess-rejected" in err
+    status, _, err = await replay_process(settings, "--ticket", "0")
+    assert status == 2
 
 
 async def test_a_second_replay_is_refused_while_one_runs(
