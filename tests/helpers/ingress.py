@@ -86,13 +86,15 @@ async def ingress_process(
             )
         ingress = IngressProcess(f"http://127.0.0.1:{port}", process, log_path)
         try:
-            await _until_ready(ingress, ready_within)
+            await _until_ready(ingress, ready_within, processes)
             yield ingress
         finally:
             await _stop(process)
 
 
-async def _until_ready(ingress: IngressProcess, within: float) -> None:
+async def _until_ready(ingress: IngressProcess, within: float, processes: int = 1) -> None:
+    """Until /readyz answers 200 and every process listens (a check reaches one of them: the
+    others may still be importing)."""
     deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
@@ -100,10 +102,14 @@ async def _until_ready(ingress: IngressProcess, within: float) -> None:
                 raise RuntimeError(f"ingress exited {ingress.process.returncode}:\n{ingress.log()}")
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(ingress.base_url + "/readyz") as response:
-                    if response.status == 200:
+                    if response.status == 200 and _listening(ingress) >= processes:
                         return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"ingress not ready within {within} s:\n{ingress.log()}")
+
+
+def _listening(ingress: IngressProcess) -> int:
+    return ingress.log().count('"ingress_listening"')
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
