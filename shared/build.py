@@ -4,6 +4,7 @@ every command and the `deskledger_build_info` metric."""
 from __future__ import annotations
 
 import platform
+import weakref
 from importlib import metadata
 
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
@@ -18,18 +19,21 @@ def _version() -> str:
 
 VERSION = _version()
 PYTHON = platform.python_version()
-_REGISTERED: set[int] = set()
+# Weak: a registry's id may be reused once it is gone (tests make many).
+_REGISTERED: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()
 
 
 def register_build_info(registry: CollectorRegistry = REGISTRY) -> None:
     """Export `deskledger_build_info{version, python} 1` in `registry` (once per registry)."""
-    if id(registry) in _REGISTERED:
+    if registry in _REGISTERED:
         return
-    _REGISTERED.add(id(registry))
+    _REGISTERED.add(registry)
     info = Gauge(
         "deskledger_build_info",
         "Always 1; the labels say which DeskLedger and Python are running",
         ["version", "python"],
         registry=registry,
+        # The ingress's processes share their metrics (multiprocess mode): one series.
+        multiprocess_mode="max",
     )
     info.labels(VERSION, PYTHON).set(1)

@@ -13,7 +13,12 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiohttp import web
 
 from services.ingress.forwarder import Forwarder
-from services.ingress.metrics import METRICS_CONTENT_TYPE, IngressMetrics, SpoolFigures
+from services.ingress.metrics import (
+    METRICS_CONTENT_TYPE,
+    REFRESH_SECONDS,
+    IngressMetrics,
+    SpoolFigures,
+)
 from services.ingress.publisher import RECONNECT_SECONDS, Publisher
 from services.ingress.spool import Spool
 from services.ingress.webhook import IngressState, WebhookEndpoint
@@ -52,6 +57,8 @@ def create_app(settings: Settings) -> web.Application:
     app[STATE] = state
     app[METRICS] = metrics
     app.cleanup_ctx.append(_broker if settings.spool_dir is None else _broker_and_spool)
+    if metrics.shared_dir is not None:
+        app.cleanup_ctx.append(_refreshing_metrics)
     app.router.add_post(WEBHOOK_PATH, WebhookEndpoint(settings, state, metrics).handle)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -67,6 +74,22 @@ def require_secrets(settings: Settings) -> None:
             "DESKLEDGER_SECRETS: expected at least one secret (the API channel's token or app id);"
             " set DESKLEDGER_ALLOW_ANY_SECRET=1 to accept any secret in development"
         )
+
+
+async def _refreshing_metrics(app: web.Application) -> AsyncIterator[None]:
+    """With several processes, a scrape reads the others' gauges from the shared directory:
+    keep this process's there no older than REFRESH_SECONDS."""
+
+    async def refresh() -> None:
+        while True:
+            app[METRICS].refresh()
+            await asyncio.sleep(REFRESH_SECONDS)
+
+    task = asyncio.create_task(refresh(), context=contextvars.Context())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from types import FrameType
 from typing import Any
 
+from prometheus_client import multiprocess
+
 from services import runner
 from services.ingress.app import WEBHOOK_PATH, require_secrets
+from services.ingress.metrics import MULTIPROC_ENV
 from services.ingress.server import KEEPALIVE_SECONDS, run_process
 from services.ingress.spool import check_writable
 from services.runner import positive_int
@@ -83,8 +88,9 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help=(
             "serve from N processes sharing the port (SO_REUSEPORT), each with its own broker "
-            "connection and spool slot; the parent forwards SIGTERM/SIGINT and exits when they "
-            "have (default 1)"
+            "connection and spool slot; /metrics of any of them covers all (a shared directory "
+            "under TMPDIR), /readyz answers for the process it reaches; the parent forwards "
+            "SIGTERM/SIGINT and exits when they have (default 1)"
         ),
     )
     parser.set_defaults(run=run)
@@ -106,9 +112,13 @@ def supervise(count: int) -> int:
     """Run `count` single-process ingresses; exit when all have, 1 if any failed.
 
     A child that exits on its own takes the others down too: a half-size ingress is left to
-    the orchestrator to restart, not hidden.
+    the orchestrator to restart, not hidden. The children share their metrics through a fresh
+    directory (prometheus_client's multiprocess mode), so that a scrape of any of them covers
+    all; it is removed when they have exited.
     """
     command = [sys.executable, "-m", "services", "ingress", "--processes", "1"]
+    shared = tempfile.mkdtemp(prefix="deskledger-ingress-metrics-")
+    environ = {**os.environ, MULTIPROC_ENV: shared}
     children: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -120,13 +130,14 @@ def supervise(count: int) -> int:
     previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}
     try:
         for _ in range(count):
-            child = subprocess.Popen(command)  # noqa: S603 - our own interpreter and module
+            child = subprocess.Popen(command, env=environ)  # noqa: S603 - our own module
             children[child.pid] = child
         if stopping:
             _signal_all(children, signal.SIGTERM)
         failed = False
         while children:
-            code = _reap(children)
+            pid, code = _reap(children)
+            multiprocess.mark_process_dead(pid, shared)  # type: ignore[no-untyped-call]
             # A child that a forwarded signal ended before it had installed its own handler
             # (still importing) stopped as asked; anything else is a failure.
             asked = stopping and code in (-signal.SIGTERM, -signal.SIGINT)
@@ -138,15 +149,17 @@ def supervise(count: int) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        shutil.rmtree(shared, ignore_errors=True)
     return 1 if failed else 0
 
 
-def _reap(children: dict[int, subprocess.Popen[bytes]]) -> int:
-    """Wait for any child to exit; its exit code (os.wait, so Popen never reaps behind us)."""
+def _reap(children: dict[int, subprocess.Popen[bytes]]) -> tuple[int, int]:
+    """Wait for any child to exit; its pid and exit code (os.wait, so Popen never reaps behind
+    us)."""
     pid, status = os.wait()
     child = children.pop(pid)
     child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode
+    return pid, child.returncode
 
 
 def _signal_all(children: dict[int, subprocess.Popen[bytes]], signum: int) -> None:

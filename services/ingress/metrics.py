@@ -1,16 +1,40 @@
-"""Prometheus metrics of one ingress process, in a registry of its own (tests run many apps)."""
+"""Prometheus metrics of one ingress process, in a registry of its own (tests run many apps).
+
+With `--processes N` each scrape reaches one process, so the processes share their figures
+through prometheus_client's multiprocess mode: `supervise` gives the children a fresh
+`PROMETHEUS_MULTIPROC_DIR`, every process writes its values there (prometheus_client picks
+that up at import), and `/metrics` of any process reads all of them (`MultiProcessCollector`):
+counters and histograms summed over the processes, the gauges as their `multiprocess_mode`
+says. Gauges read at scrape time (`set_function`) do not work in that mode: each process sets
+them from their functions every `REFRESH_SECONDS` and when it is scraped.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from shared.build import register_build_info
 
 # Confirms take ~1-5 ms on a healthy broker; the top buckets catch the publish deadline.
 PUBLISH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How stale another process's gauges may be in a scrape (multiprocess mode only).
+REFRESH_SECONDS = 1.0
+
+Mode = Literal["livesum", "livemin", "livemax"]
+
+
+def multiprocess_dir() -> str | None:
+    """The directory the processes of one ingress share their metrics in (None: one process)."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
 
 @dataclass(frozen=True)
@@ -31,6 +55,14 @@ class IngressMetrics:
         spool: SpoolFigures | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.shared_dir = multiprocess_dir()
+        # What a scrape reads: this process's registry, or every process's files.
+        self._scraped = self.registry
+        if self.shared_dir is not None:
+            self._scraped = CollectorRegistry()
+            MultiProcessCollector(self._scraped, self.shared_dir)  # type: ignore[no-untyped-call]
+        self._read_gauges: list[tuple[Gauge, Callable[[], float]]] = []
+        register_build_info(self.registry)
         self.requests = Counter(
             "deskledger_ingress_requests",
             "Webhook requests answered, by kind and HTTP status",
@@ -43,44 +75,66 @@ class IngressMetrics:
             buckets=PUBLISH_BUCKETS,
             registry=self.registry,
         )
-        self.in_flight = Gauge(
+        # Read at scrape time: the handler keeps a plain counter, no lock on the hot path.
+        self.in_flight = self._gauge(
             "deskledger_ingress_in_flight",
             "Webhook requests being handled now",
-            registry=self.registry,
+            lambda: float(in_flight()),
+            "livesum",
         )
-        # Read at scrape time: the handler keeps a plain counter, no lock on the hot path.
-        self.in_flight.set_function(lambda: float(in_flight()))
-        self.reading = Gauge(
+        self.reading = self._gauge(
             "deskledger_ingress_reading_bodies",
             "Webhook requests whose body is still arriving (part of in_flight)",
-            registry=self.registry,
+            lambda: float(reading()),
+            "livesum",
         )
-        self.reading.set_function(lambda: float(reading()))
-        self.broker_connected = Gauge(
+        # With several processes: 0 when any of them is not connected.
+        self.broker_connected = self._gauge(
             "deskledger_ingress_broker_connected",
             "1 while the RabbitMQ connection and channel are open",
-            registry=self.registry,
+            lambda: float(broker_connected()),
+            "livemin",
         )
-        self.broker_connected.set_function(lambda: float(broker_connected()))
         self._spool_metrics(spool or SpoolFigures())
 
+    def _gauge(self, name: str, text: str, read: Callable[[], float], mode: Mode) -> Gauge:
+        """A gauge whose value is `read()` when scraped (with several processes: refreshed)."""
+        gauge = Gauge(name, text, registry=self.registry, multiprocess_mode=mode)
+        if self.shared_dir is None:
+            gauge.set_function(read)
+        else:
+            self._read_gauges.append((gauge, read))
+            gauge.set(read())
+        return gauge
+
+    def refresh(self) -> None:
+        """Write the gauges read at scrape time where the other processes see them."""
+        for gauge, read in self._read_gauges:
+            gauge.set(read())
+
     def _spool_metrics(self, figures: SpoolFigures) -> None:
-        gauges = (
+        gauges: tuple[tuple[str, str, Callable[[], float], Mode], ...] = (
             (
                 "bytes",
                 "Bytes the local spool takes on disk (segments not yet deleted)",
                 figures.bytes,
+                "livesum",
             ),
-            ("records", "Spooled webhooks not yet confirmed by the broker", figures.records),
+            (
+                "records",
+                "Spooled webhooks not yet confirmed by the broker",
+                figures.records,
+                "livesum",
+            ),
             (
                 "oldest_seconds",
                 "Age of the oldest spooled webhook not yet forwarded (0: none)",
                 figures.oldest_seconds,
+                "livemax",
             ),
         )
-        for name, text, read in gauges:
-            gauge = Gauge(f"deskledger_ingress_spool_{name}", text, registry=self.registry)
-            gauge.set_function(read)
+        for name, text, read, mode in gauges:
+            self._gauge(f"deskledger_ingress_spool_{name}", text, read, mode)
         self.spool_appended = Counter(
             "deskledger_ingress_spool_appended",
             "Webhooks written to the spool (and answered 200) because the broker did not confirm",
@@ -106,4 +160,5 @@ class IngressMetrics:
         self.requests.labels(kind, str(status)).inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        self.refresh()
+        return generate_latest(self._scraped)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.ingress.app import WEBHOOK_PATH
+from shared.build import PYTHON, VERSION
 from shared.settings import Settings
 from tests.helpers.ingress import (
     IngressProcess,
@@ -152,3 +156,49 @@ async def test_several_processes_share_the_port_and_stop_together(settings: Sett
     assert log.count("ingress_listening") == 2
     assert log.count("ingress_stopped") == 2
     assert len(await published(settings, 20)) == 20
+
+
+def _requests_total(text: str) -> float:
+    families = text_string_to_metric_families(text)
+    (family,) = (f for f in families if f.name == "deskledger_ingress_requests")
+    return sum(s.value for s in family.samples if s.name == "deskledger_ingress_requests_total")
+
+
+def _metrics_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("deskledger-ingress-metrics-*"))
+
+
+async def test_one_scrape_covers_every_process(settings: Settings) -> None:
+    dirs = _metrics_dirs()
+    # A new connection per request: SO_REUSEPORT spreads connections over the processes.
+    async with (
+        ingress_process(settings, processes=2) as ingress,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+    ):
+        for _ in range(16):
+            async with http.post(ingress.webhook_url, data=VALID, headers=JSON_HEADERS) as answer:
+                assert answer.status == 200
+        scrapes = []
+        for _ in range(8):
+            async with http.get(ingress.base_url + "/metrics") as answer:
+                assert answer.status == 200
+                scrapes.append(await answer.text())
+        async with http.get(ingress.base_url + "/readyz") as answer:
+            assert answer.status == 200
+        assert len(_metrics_dirs() - dirs) == 1
+    assert [_requests_total(text) for text in scrapes] == [16.0] * 8
+    assert _metrics_dirs() == dirs  # the parent removed the children's directory
+    for text in scrapes:
+        assert text.count("deskledger_build_info{") == 1, text
+        assert "deskledger_ingress_broker_connected 1.0" in text, text
+    await published(settings, 16)
+
+
+async def test_the_metrics_of_one_process_name_the_build(settings: Settings) -> None:
+    async with (
+        ingress_process(settings) as ingress,
+        aiohttp.ClientSession() as http,
+        http.get(ingress.base_url + "/metrics") as answer,
+    ):
+        text = await answer.text()
+    assert f'deskledger_build_info{{python="{PYTHON}",version="{VERSION}"}} 1.0' in text
