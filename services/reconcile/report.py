@@ -5,34 +5,59 @@ Metrics (Prometheus, served with `--metrics-port` by a long-running `--every`):
 delivered), `deskledger_reconcile_corrections_total`, `deskledger_reconcile_api_calls_total`,
 `deskledger_reconcile_passes_total{outcome}`, `deskledger_reconcile_last_complete_pass_timestamp`
 and `deskledger_webhook_completeness_ratio` (over the last 7 days, as `deskledger status`).
+
+They live in a registry of their own (`REGISTRY`), served only by reconcile's endpoint: every
+command imports this module (the CLI builds its parser from all of them), and in the default
+registry a worker's /metrics exported a completeness of 0 and a last pass at 1970, which fired
+the "webhooks lost" and "reconcile stalled" alerts on deployments that never reconcile.
 """
 
 from __future__ import annotations
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 from services.reconcile.passes import PassReport
+from shared.build import register_build_info
 from shared.completeness import Completeness
 
 log = structlog.get_logger()
 
+REGISTRY = CollectorRegistry()
 MISSING = Counter(
     "deskledger_reconcile_missing_facts_total",
     "Facts UseDesk's API had that webhooks had not delivered, by type",
     ["type"],
+    registry=REGISTRY,
 )
-CORRECTIONS = Counter("deskledger_reconcile_corrections_total", "Snapshot corrections appended")
-API_CALLS = Counter("deskledger_reconcile_api_calls_total", "UseDesk API requests made")
-PASSES = Counter("deskledger_reconcile_passes_total", "Reconcile passes, by outcome", ["outcome"])
+CORRECTIONS = Counter(
+    "deskledger_reconcile_corrections_total", "Snapshot corrections appended", registry=REGISTRY
+)
+API_CALLS = Counter(
+    "deskledger_reconcile_api_calls_total", "UseDesk API requests made", registry=REGISTRY
+)
+PASSES = Counter(
+    "deskledger_reconcile_passes_total",
+    "Reconcile passes, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)
 LAST_COMPLETE = Gauge(
     "deskledger_reconcile_last_complete_pass_timestamp",
     "Unix time of the start of the last complete pass",
+    registry=REGISTRY,
 )
 COMPLETENESS = Gauge(
     "deskledger_webhook_completeness_ratio",
     "Of the facts the API showed over the last 7 days, the share webhooks had delivered",
+    registry=REGISTRY,
 )
 
 
@@ -112,9 +137,11 @@ async def serve_metrics(port: int) -> web.AppRunner | None:
     """`/metrics` and `/healthz` on `port` (0: none)."""
     if port == 0:
         return None
+    register_build_info(REGISTRY)
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
