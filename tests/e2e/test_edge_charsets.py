@@ -11,23 +11,15 @@ import asyncpg
 
 from shared.settings import Settings
 from tests.helpers.deliveries import fixture
-from tests.helpers.ingress import published, running_ingress
+from tests.helpers.ingress import post_webhook, published, running_ingress
 from tests.helpers.php_forms import form_pairs
 from tests.helpers.secret import TEST_SECRET
 from tests.helpers.worker import drain, queue_depths
 
-WEBHOOK = "/webhooks/usedesk"
 CP1251_JSON = "application/json; charset=windows-1251"
 CP1251_FORM = "application/x-www-form-urlencoded; charset=windows-1251"
 SUBJECT = "Не приходит код подтверждения — заказ №5, «срочно»"
 MESSAGE = "<p>Попробуйте перезапустить приложение; ёлки-палки!</p>"
-
-
-async def _post(
-    http: aiohttp.ClientSession, url: str, body: bytes, content_type: str
-) -> tuple[int, str]:
-    async with http.post(url + WEBHOOK, data=body, headers={"Content-Type": content_type}) as r:
-        return r.status, await r.text()
 
 
 async def test_windows_1251_json_and_form_bodies_reach_the_projections_intact(
@@ -47,7 +39,7 @@ async def test_windows_1251_json_and_form_bodies_reach_the_projections_intact(
 
     async with running_ingress(settings) as url, aiohttp.ClientSession() as http:
         for body, content_type in [(json_body, CP1251_JSON), (form_body, CP1251_FORM)]:
-            status, answer = await _post(http, url, body, content_type)
+            status, answer = await post_webhook(http, url, body, content_type)
             assert (status, "delivery_id" in answer) == (200, True), answer
     await drain(settings)
 
@@ -77,7 +69,7 @@ async def test_windows_1251_json_and_form_bodies_reach_the_projections_intact(
 async def test_an_unknown_charset_is_a_clear_400(settings: Settings) -> None:
     body = json.dumps({"ping": 1, "secret": TEST_SECRET}).encode()
     async with running_ingress(settings) as url, aiohttp.ClientSession() as http:
-        status, text = await _post(http, url, body, "application/json; charset=x-no-such")
+        status, text = await post_webhook(http, url, body, "application/json; charset=x-no-such")
     assert status == 400
     assert json.loads(text)["detail"] == "unknown: unknown charset 'x-no-such'"
 
@@ -91,7 +83,7 @@ async def test_a_windows_1251_form_loses_every_secret_field_however_deep_or_repe
         b"&ticket[client][custom_blocks][0][secret_key]=hidden-3&secret=" + TEST_SECRET.encode()
     )
     async with running_ingress(settings) as url, aiohttp.ClientSession() as http:
-        status, answer = await _post(http, url, body, CP1251_FORM)
+        status, answer = await post_webhook(http, url, body, CP1251_FORM)
         assert status == 200, answer
     [message] = await published(settings, 1)
     assert message.content_type == CP1251_FORM  # redacted in place, in its own charset

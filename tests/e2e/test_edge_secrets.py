@@ -15,20 +15,12 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from shared.settings import Settings
 from tests.helpers.deliveries import fixture
-from tests.helpers.ingress import published, running_ingress
+from tests.helpers.ingress import post_webhook, published, running_ingress
 from tests.helpers.secret import TEST_SECRET
 from tests.helpers.worker import drain
 
-WEBHOOK = "/webhooks/usedesk"
 # A numeric app id, as UseDesk versions that send the app id in `secret` would.
 SHORT_SECRET = "48213"
-
-
-async def _post(
-    http: aiohttp.ClientSession, url: str, body: bytes, content_type: str
-) -> tuple[int, str]:
-    async with http.post(url + WEBHOOK, data=body, headers={"Content-Type": content_type}) as r:
-        return r.status, await r.text()
 
 
 async def test_a_five_digit_secret_cannot_be_recovered_from_anything_stored_or_published(
@@ -37,9 +29,9 @@ async def test_a_five_digit_secret_cannot_be_recovered_from_anything_stored_or_p
     settings = settings.replace(secrets=(SHORT_SECRET,))
     original = json.dumps({**fixture("ticket_created.json"), "secret": SHORT_SECRET}).encode()
     async with running_ingress(settings) as url, aiohttp.ClientSession() as http:
-        assert (await _post(http, url, original, "application/json"))[0] == 200
+        assert (await post_webhook(http, url, original, "application/json"))[0] == 200
         [message] = await published(settings, 1)  # consumed here: the broker's copy
-        assert (await _post(http, url, original, "application/json"))[0] == 200
+        assert (await post_webhook(http, url, original, "application/json"))[0] == 200
     await drain(settings)  # the database's copy
     [row] = await db.fetch("SELECT * FROM deliveries")
 
@@ -119,7 +111,7 @@ async def test_secrets_at_any_depth_and_every_repeat_are_published_nowhere(
     ]
     async with running_ingress(settings) as url, aiohttp.ClientSession() as http:
         for body, content_type in bodies:
-            status, answer = await _post(http, url, body, content_type)
+            status, answer = await post_webhook(http, url, body, content_type)
             assert status == 200, answer
     messages = await published(settings, len(bodies))
     assert len(messages) == len(bodies)

@@ -143,3 +143,12 @@ async def published(
             await message.ack()
             messages.append(message)
     return messages
+
+
+async def post_webhook(
+    http: aiohttp.ClientSession, base_url: str, body: bytes, content_type: str
+) -> tuple[int, str]:
+    """POST `body` to the webhook endpoint of the ingress at `base_url`: (status, answer)."""
+    headers = {"Content-Type": content_type}
+    async with http.post(base_url + WEBHOOK_PATH, data=body, headers=headers) as answer:
+        return answer.status, await answer.text()
