@@ -9,6 +9,7 @@ ingress and the worker are real subprocesses that live through the fault.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,16 @@ PUBLISH_TIMEOUT = 2.0
 PATIENT = RetryPolicy(retries=20, backoff=0.25, max_backoff=2.0)
 
 
-async def test_broker_stopped_under_a_steady_stream_every_webhook_is_200_and_stored_once(
-    settings: Settings, tmp_path: Path, verify: Verify
-) -> None:
+async def _steady_stream_through(
+    settings: Settings,
+    tmp_path: Path,
+    count: int,
+    start_fault: Callable[[], Awaitable[None]],
+    end_fault: Callable[[], Awaitable[None]],
+) -> tuple[Driver, float, float]:
+    """`count` webhooks at 100/s through a spooling ingress and a worker; the fault starts once
+    150 are answered and ends 300 answers later (answered from the spool). Returns the driver,
+    the spool's records during the fault, and how many webhooks were spooled in all."""
     spooling = settings.replace(publish_timeout=PUBLISH_TIMEOUT, spool_dir=tmp_path)
     async with (
         service_fault(),
@@ -45,21 +53,30 @@ async def test_broker_stopped_under_a_steady_stream_every_webhook_is_200_and_sto
         worker_process(settings) as worker,
     ):
         await wait_consumers(settings, 1, 30, worker)
-        driver = Driver(ingress.base_url, generate(1500), rate=100, policy=RetryPolicy(retries=0))
+        driver = Driver(ingress.base_url, generate(count), rate=100, policy=RetryPolicy(retries=0))
         load = asyncio.create_task(driver.run())
         await driver.wait_acknowledged(150)
-        await broker_stop_app()
+        await start_fault()
         try:
-            await driver.wait_acknowledged(driver.acknowledged + 300)  # answered from the spool
+            await driver.wait_acknowledged(driver.acknowledged + 300)
             during = await metric(ingress.base_url, "deskledger_ingress_spool_records")
         finally:
-            await broker_start_app()
+            await end_fault()
         await load
         await until_spool_empty(ingress.base_url, within=120)
         spooled = await metric(ingress.base_url, "deskledger_ingress_spool_appended_total")
         await wait_consumers(settings, 1, 60, worker)
         await wait_processed(settings, acknowledged_ids(driver), within=120)
         assert await worker.stop() == 0, worker.log()
+    return driver, during, spooled
+
+
+async def test_broker_stopped_under_a_steady_stream_every_webhook_is_200_and_stored_once(
+    settings: Settings, tmp_path: Path, verify: Verify
+) -> None:
+    driver, during, spooled = await _steady_stream_through(
+        settings, tmp_path, 1500, broker_stop_app, broker_start_app
+    )
     await verify(driver, spooled=int(spooled))
     assert driver.statuses() == {200: 1500}, "a webhook was not answered 200"
     assert during > 0
@@ -109,27 +126,13 @@ async def test_memory_alarm_webhooks_are_spooled_200_and_forwarded_after(
 ) -> None:
     """Publishers blocked: the first webhooks wait for the deadline and are spooled, the rest go
     to the spool at once; after the alarm everything is forwarded and stored once."""
-    spooling = settings.replace(publish_timeout=PUBLISH_TIMEOUT, spool_dir=tmp_path)
-    async with (
-        service_fault(),
-        ingress_process(spooling) as ingress,
-        worker_process(settings) as worker,
-    ):
-        await wait_consumers(settings, 1, 30, worker)
-        driver = Driver(ingress.base_url, generate(1200), rate=100, policy=RetryPolicy(retries=0))
-        load = asyncio.create_task(driver.run())
-        await driver.wait_acknowledged(150)
-        await memory_alarm(on=True)
-        try:
-            await driver.wait_acknowledged(driver.acknowledged + 300)
-            during = await metric(ingress.base_url, "deskledger_ingress_spool_records")
-        finally:
-            await memory_alarm(on=False)
-        await load
-        await until_spool_empty(ingress.base_url, within=120)
-        spooled = await metric(ingress.base_url, "deskledger_ingress_spool_appended_total")
-        await wait_processed(settings, acknowledged_ids(driver), within=120)
-        assert await worker.stop() == 0, worker.log()
+    driver, during, spooled = await _steady_stream_through(
+        settings,
+        tmp_path,
+        1200,
+        lambda: memory_alarm(on=True),
+        lambda: memory_alarm(on=False),
+    )
     await verify(driver, spooled=int(spooled))
     assert driver.statuses() == {200: 1200}, "a webhook was not answered 200"
     assert during > 0
