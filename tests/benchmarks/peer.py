@@ -41,10 +41,12 @@ SCRIPT = Path(__file__).with_name("peer_script.py")
 WEBHOOKS = 10_000
 MOSCOW = ZoneInfo("Europe/Moscow")
 BATCH = 500
+BOOTSTRAPPED_UV = Path(__file__).resolve().parents[2] / "build" / "uv-venv" / "bin"
 
 
 def _uv() -> list[str]:
-    found = shutil.which("uv")
+    """uv on PATH, else the one `make install` bootstraps into build/uv-venv."""
+    found = shutil.which("uv") or shutil.which("uv", path=str(BOOTSTRAPPED_UV))
     return [found] if found else ["python3", "-m", "uv"]
 
 
