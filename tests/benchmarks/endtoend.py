@@ -11,17 +11,26 @@ process sends the corpus open-loop (webhook i at i/rate s) and, on its own conne
 - db: `events.recorded_at - deliveries.received_at`, the database's view (worker transaction
   start minus the ingress's receive time), for comparison.
 The first WARMUP seconds are sent but not counted. Duplicates (no new event) count in http only.
+
+The measurement runs RUNS times in a row (each with a fresh database and queues); the result is
+the worst p99 of them, so "met" means met on every one of RUNS consecutive runs. Each run also
+meters what a webhook costs (`tests.benchmarks.cost`): CPU in the ingress, the worker,
+PostgreSQL and RabbitMQ, bytes written, WAL; the run with the median CPU total is the bench's
+cost table (`results.json` → `cost`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 
 from tests.benchmarks.corpus import generate
+from tests.benchmarks.cost import Meter, sizing
 from tests.benchmarks.environment import Bench, environ
 from tests.benchmarks.loadgen import Sent, open_loop, percentile
 from tests.benchmarks.procs import python, running, until_http_ok, until_logged
@@ -31,6 +40,7 @@ from tests.helpers.services import free_port
 RATE = 1000
 SECONDS = 30
 WARMUP = 3
+RUNS = 3
 POLL = 0.01
 NEW_EVENTS = "SELECT position, delivery_id FROM events WHERE position > $1 ORDER BY position"
 DB_LATENCY = """
@@ -84,10 +94,17 @@ async def _db_latencies(url: str) -> list[float]:
         await conn.close()
 
 
-async def measure(bench: Bench, rate: int, seconds: float, warmup: float) -> dict[str, float]:
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure(
+    bench: Bench, rate: int, seconds: float, warmup: float, label: str = "endtoend"
+) -> dict[str, Any]:
     bodies = [w.body for w in generate(int(rate * seconds))]
-    url = await bench.database("endtoend")
-    prefix = await bench.prefix("endtoend")
+    url = await bench.database(label)
+    prefix = await bench.prefix(label)
     port = free_port()
     settings = bench.settings(url, prefix, http_port=port)
     env = environ(settings)
@@ -101,23 +118,35 @@ async def measure(bench: Bench, rate: int, seconds: float, warmup: float) -> dic
         await until_logged(worker, "worker_consuming")
         poller = Poller(url)
         polling = asyncio.create_task(poller.run())
-        cpu = (ingress.cpu_seconds(), worker.cpu_seconds(), time.monotonic())
+        meter = Meter(url, {"ingress": ingress.process.pid, "worker": worker.process.pid})
+        await meter.snapshot()
+        cpu = (ingress.cpu_seconds(), worker.cpu_seconds(), time.monotonic(), _own_cpu_seconds())
         sent = await open_loop(base + "/webhooks/usedesk", bodies, rate)
-        await _until_quiet(url, sum(1 for s in sent if s.status == 200))
+        accepted = sum(1 for s in sent if s.status == 200)
+        await _until_quiet(url, accepted)
         busy = (ingress.cpu_seconds() - cpu[0], worker.cpu_seconds() - cpu[1])
         elapsed = time.monotonic() - cpu[2]
+        sender = _own_cpu_seconds() - cpu[3]
+        await meter.snapshot()
         poller.stopping.set()
         await polling
     await bench.drop_topology(prefix)
     summary = _summary(sent, poller.seen, await _db_latencies(url), sent[0].scheduled + warmup)
     summary["ingress_cpu_share"] = busy[0] / elapsed
     summary["worker_cpu_share"] = busy[1] / elapsed
+    cost = meter.per_webhook(accepted)
+    cost["where"] = (
+        f"end to end at {rate:,}/s offered: one ingress, one worker, default settings; "
+        f"the load generator and poller used {sender * 1e6 / max(accepted, 1):.0f} µs more"
+    )
+    cost["sizing"] = sizing(cost["cpu_us_total"])
+    summary["cost"] = cost
     return summary
 
 
 def _summary(
     sent: list[Sent], seen: dict[uuid.UUID, float], db: list[float], counted_from: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     counted = [s for s in sent if s.scheduled >= counted_from]
     http = sorted(s.answered - s.scheduled for s in counted if s.status == 200)
     visible = sorted(
@@ -145,24 +174,36 @@ def _summary(
 
 async def run(bench: Bench) -> list[Result]:
     if bench.smoke:
-        rate, seconds, warmup = 50, 2.0, 0.5
+        rate, seconds, warmup, runs = 50, 2.0, 0.5, 1
     else:
-        rate, seconds, warmup = RATE, float(SECONDS), float(WARMUP)
-    m = await measure(bench, rate, seconds, warmup)
+        rate, seconds, warmup, runs = RATE, float(SECONDS), float(WARMUP), RUNS
+    measured = []
+    for index in range(runs):
+        measured.append(await measure(bench, rate, seconds, warmup, f"endtoend{index + 1}"))
+        print(
+            f"[bench]   endtoend run {index + 1}: p99 {measured[-1]['visible_p99_ms']:.0f} ms, "
+            f"{measured[-1]['refused']} refused",
+            flush=True,
+        )
+    m = max(measured, key=lambda one: one["visible_p99_ms"])
+    by_cpu = sorted(measured, key=lambda one: one["cost"]["cpu_us_total"])
+    bench.costs["endtoend"] = by_cpu[len(by_cpu) // 2]["cost"]
+    p99s = ", ".join(f"{one['visible_p99_ms']:.0f}" for one in measured)
     result = Result(
         name="endtoend_p99",
         value=m["visible_p99_ms"],
         unit="ms",
         baseline="the same webhooks' HTTP answer p99",
         baseline_value=m["http_p99_ms"],
-        target=f"<= 250 ms at {RATE:,}/s",
+        target=f"<= 250 ms at {RATE:,}/s, nothing refused, on {RUNS} consecutive runs",
         notes=(
-            f"POST to committed event+projection rows, {m['sent_rate']:.0f}/s offered, "
-            f"{m['refused']:.0f} refused; "
+            f"worst of {runs} runs (p99s {p99s} ms); POST to committed event+projection rows, "
+            f"{m['sent_rate']:.0f}/s offered, {m['refused']:.0f} refused; "
             f"p50 {m['visible_p50_ms']:.0f} ms; http p50 {m['http_p50_ms']:.1f} ms; "
             f"db recorded_at-received_at p50/p99 {m['db_p50_ms']:.0f}/{m['db_p99_ms']:.0f} ms"
         ),
-        details=m,
+        details={"runs": measured},
     )
-    steady = m["sent_rate"] >= 0.95 * rate
-    return [judged(result, m["visible_p99_ms"] <= 250, steady, not m["refused"], smoke=bench.smoke)]
+    steady = all(one["sent_rate"] >= 0.95 * rate for one in measured)
+    refused = sum(one["refused"] for one in measured)
+    return [judged(result, m["visible_p99_ms"] <= 250, steady, not refused, smoke=bench.smoke)]

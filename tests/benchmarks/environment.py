@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aio_pika
@@ -38,6 +39,8 @@ class Bench:
     logs: Path
     databases: list[str] = field(default_factory=list)
     prefixes: list[str] = field(default_factory=list)
+    # What a webhook costs, by where it was measured (`tests.benchmarks.cost`).
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def database(self, label: str) -> str:
         """A fresh, migrated database for one measurement; its URL."""

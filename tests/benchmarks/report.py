@@ -14,6 +14,8 @@ from typing import Any, Literal
 import aio_pika
 import asyncpg
 
+from tests.benchmarks.cost import markdown as cost_markdown
+
 Better = Literal["higher", "lower"]
 
 
@@ -106,7 +108,11 @@ def table(results: list[Result], skipped: list[Skipped]) -> str:
 
 
 def markdown(
-    info: dict[str, Any], results: list[Result], skipped: list[Skipped], meta: dict[str, Any]
+    info: dict[str, Any],
+    results: list[Result],
+    skipped: list[Skipped],
+    meta: dict[str, Any],
+    costs: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """The table for docs/benchmarks.md, with the machine it ran on."""
     lines = [
@@ -126,6 +132,8 @@ def markdown(
     lines[-1] += (
         f"finished {meta['finished_at']}, load average at end {meta['load_average_at_end']}."
     )
+    for where, cost in (costs or {}).items():
+        lines.append(f"\n### Cost per webhook ({where})\n\n{cost_markdown(cost)}")
     return "\n".join(lines) + "\n"
 
 
@@ -192,6 +200,8 @@ def write(
     results: list[Result],
     skipped: list[Skipped],
     meta: dict[str, Any],
+    *,
+    costs: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
@@ -199,6 +209,8 @@ def write(
         "run": meta,
         "results": [r.as_json() for r in results],
         "skipped": [asdict(s) for s in skipped],
+        "cost": costs or {},
     }
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    path.with_suffix(".md").write_text(markdown(info, results, skipped, meta), encoding="utf-8")
+    page = markdown(info, results, skipped, meta, costs)
+    path.with_suffix(".md").write_text(page, encoding="utf-8")

@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from shared.logging import configure_logging
 from tests.benchmarks import report
+from tests.benchmarks.cost import markdown as cost_markdown
 from tests.benchmarks.environment import BUILD, Bench, bench_environment
 from tests.benchmarks.report import Result, Skip, Skipped
 
@@ -92,12 +94,14 @@ async def main_async(smoke: bool, only: Sequence[str], out: Path) -> int:
     results: list[Result] = []
     skipped: list[Skipped] = []
     ok = True
+    costs: dict[str, dict[str, Any]] = {}
     async with bench_environment(smoke) as bench:
         machine = await report.machine(bench.urls.database(bench.name), bench.urls.amqp)
         for part in PARTS:
             if only and part.name not in only:
                 continue
             ok = await run_part(part, bench, results, skipped) and ok
+        costs = bench.costs
     seconds = time.perf_counter() - started
     meta = {
         "smoke": smoke,
@@ -105,9 +109,11 @@ async def main_async(smoke: bool, only: Sequence[str], out: Path) -> int:
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_seconds": round(seconds, 1),
     }
-    report.write(out, machine, results, skipped, meta)
+    report.write(out, machine, results, skipped, meta, costs=costs)
     print()
     print(report.table(results, skipped))
+    for where, cost in costs.items():
+        print(f"\nCost per webhook ({where}):\n{cost_markdown(cost)}")
     print(f"\n{len(results)} results in {seconds:.0f} s; written to {out}")
     return 0 if ok else 1
 
