@@ -1,8 +1,17 @@
-"""Ingress: webhooks/s and latency at 64 connections vs a bare aiohttp app and a publish loop,
-and the same ingress while it spools (the broker unreachable) beside its rate with the broker up.
+"""Ingress: webhooks/s, latency and CPU per webhook at 64 connections vs a bare aiohttp app and
+a publish loop, the same ingress while it spools (the broker unreachable) beside its rate with
+the broker up, and `--processes 2` beside one process.
 
 All three server sides run as their own process on core 0; wrk (full run) runs on core 1 and
 POSTs corpus bodies with the secret. A smoke run uses the Python closed loop instead of wrk.
+The issue's targets (18): the ingress's CPU per webhook at most 1.3x (bare aiohttp's CPU per
+request + the publish loop's per publish), its rate at least 0.6x the publish loop's, its p99
+at most 40 ms. RabbitMQ's CPU (`beam.smp`) is metered over the same window; it is machine-wide,
+so it counts whatever else uses the broker then (a full run holds the bench lock).
+
+`--processes 2` cannot be pinned to one core like the others: its two processes float over both
+cores and share the second with wrk, so on this two-core machine it shows what the load
+generator leaves, not the scaling a larger machine would see.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.benchmarks.corpus import generate
+from tests.benchmarks.cost import Usage, pids_named, usage_of
 from tests.benchmarks.environment import Bench, environ
 from tests.benchmarks.loadgen import closed_loop
 from tests.benchmarks.procs import (
@@ -43,7 +53,9 @@ class Load:
     p99_ms: float
     requests: int
     errors: int
-    cpu_us_per_request: float = 0.0  # of the server process, during the measured run
+    cpu_us_per_request: float = 0.0  # of the server process(es), during the measured run
+    # RabbitMQ's (beam.smp) CPU over the same window, per request (machine-wide: see above).
+    rabbitmq_cpu_us_per_request: float | None = None
 
 
 async def _wrk(url: str, bodies_path: Path, seconds: float) -> Load:
@@ -76,22 +88,54 @@ async def _wrk(url: str, bodies_path: Path, seconds: float) -> Load:
     )
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid` and every process below it (the children of `--processes N`)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, grew = {pid}, True
+    while grew:
+        below = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return usage_of(sorted(tree)).cpu_seconds
+
+
 async def _load(
-    bench: Bench, server: Process, url: str, bodies: list[bytes], bodies_path: Path
+    bench: Bench,
+    server: Process,
+    url: str,
+    bodies: list[bytes],
+    bodies_path: Path,
+    *,
+    broker: bool = False,
 ) -> Load:
-    """Warm up, then measure; wrk in a full run, the Python closed loop in a smoke run."""
+    """Warm up, then measure; wrk in a full run, the Python closed loop in a smoke run.
+    With `broker`, RabbitMQ's CPU over the measured window too."""
     smoke = bench.smoke or shutil.which("wrk") is None
     if smoke:
         await closed_loop(url, bodies, 4, 0.2)
     else:
         await _wrk(url, bodies_path, 2)
-    cpu = server.cpu_seconds()
+    pid = server.process.pid
+    cpu = _tree_cpu_seconds(pid)
+    beam = usage_of(pids_named("beam.smp")) if broker else Usage()
     if smoke:
         s = await closed_loop(url, bodies, 8, 0.5)
         load = Load(s.rate, s.percentile(0.5) * 1e3, s.percentile(0.99) * 1e3, s.requests, s.errors)
     else:
         load = await _wrk(url, bodies_path, 10)
-    load.cpu_us_per_request = (server.cpu_seconds() - cpu) / max(1, load.requests) * 1e6
+    requests = max(1, load.requests)
+    load.cpu_us_per_request = (_tree_cpu_seconds(pid) - cpu) / requests * 1e6
+    if broker:
+        used = usage_of(pids_named("beam.smp")) - beam
+        load.rabbitmq_cpu_us_per_request = used.cpu_seconds / requests * 1e6
     return load
 
 
@@ -129,16 +173,21 @@ async def _publish_loop(bench: Bench, bodies_path: Path) -> Load:
     )
 
 
-async def _ingress(bench: Bench, bodies: list[bytes], bodies_path: Path) -> Load:
-    prefix = await bench.prefix("ingress")
+async def _ingress(
+    bench: Bench, bodies: list[bytes], bodies_path: Path, processes: int = 1
+) -> Load:
+    """One ingress process on the server's core; with `processes`, that many, unpinned."""
+    label = "ingress" if processes == 1 else f"ingress-processes-{processes}"
+    prefix = await bench.prefix(label)
     port = free_port()
     settings = bench.settings(bench.urls.database("postgres"), prefix, http_port=port)
-    argv = python("-m", "services", "ingress")
+    argv = python("-m", "services", "ingress", "--processes", str(processes))
+    core = SERVER_CORE if processes == 1 else None
     base = f"http://127.0.0.1:{port}"
     try:
-        async with running(argv, environ(settings), bench.log_path("ingress"), SERVER_CORE) as proc:
+        async with running(argv, environ(settings), bench.log_path(label), core) as proc:
             await until_http_ok(proc, base + "/readyz")
-            return await _load(bench, proc, base + WEBHOOK_PATH, bodies, bodies_path)
+            return await _load(bench, proc, base + WEBHOOK_PATH, bodies, bodies_path, broker=True)
     finally:
         await bench.drop_topology(prefix)
 
@@ -176,14 +225,39 @@ async def run(bench: Bench) -> list[Result]:
     spooling = await _ingress_spooling(bench, bodies, bodies_path)
     if spooling.errors:
         raise RuntimeError(f"spooling: {spooling.errors} of {spooling.requests} with errors")
+    two = await _ingress(bench, bodies, bodies_path, processes=2)
+    if two.errors:
+        raise RuntimeError(f"--processes 2: {two.errors} of {two.requests} with errors")
     tool = "Python closed loop, 8 connections" if bench.smoke else f"wrk, {CONNECTIONS} connections"
+    floor = bare.cpu_us_per_request + loop.cpu_us_per_request
+    cpu = Result(
+        name="ingress_cpu_per_webhook",
+        value=ours.cpu_us_per_request,
+        unit="CPU-us/webhook",
+        baseline="bare aiohttp CPU per request + publish-loop CPU per publish",
+        baseline_value=floor,
+        target="<= 1.3x the baseline",
+        notes=(
+            f"ingress process only (utime+stime over the measured window); bare aiohttp "
+            f"{bare.cpu_us_per_request:.0f} us + publish loop {loop.cpu_us_per_request:.0f} us; "
+            f"RabbitMQ {ours.rabbitmq_cpu_us_per_request or 0:.0f} us per webhook (beam.smp, "
+            "same window, machine-wide)"
+        ),
+        details={
+            "ingress_cpu_us": ours.cpu_us_per_request,
+            "rabbitmq_cpu_us": ours.rabbitmq_cpu_us_per_request,
+            "bare_aiohttp_cpu_us": bare.cpu_us_per_request,
+            "publish_loop_cpu_us": loop.cpu_us_per_request,
+            "spooling_cpu_us": spooling.cpu_us_per_request,
+        },
+    )
     throughput = Result(
         name="ingress_throughput",
         value=ours.rate,
         unit="webhooks/s",
         baseline=f"aio-pika confirmed-publish loop, {CONNECTIONS} publishers, one channel",
         baseline_value=loop.rate,
-        target=">= 5,000/s and >= 0.9x the publish loop",
+        target=">= 0.6x the publish loop",
         notes=(
             f"one `deskledger ingress` process on core {SERVER_CORE}; {tool}; server CPU per "
             f"request: ingress {ours.cpu_us_per_request:.0f} us, publish loop "
@@ -197,7 +271,7 @@ async def run(bench: Bench) -> list[Result]:
         unit="ms",
         baseline="aio-pika publish loop p99",
         baseline_value=loop.p99_ms,
-        target="<= 25 ms",
+        target=f"<= 40 ms at {CONNECTIONS} connections",
         notes=f"p50 {ours.p50_ms:.1f} ms (publish loop p50 {loop.p50_ms:.1f} ms)",
     )
     bare_row = Result(
@@ -221,9 +295,25 @@ async def run(bench: Bench) -> list[Result]:
         ),
         details={"spooling": vars(spooling)},
     )
+    processes_row = Result(
+        name="ingress_processes_2",
+        value=two.rate,
+        unit="webhooks/s",
+        baseline="one ingress process (pinned to one core)",
+        baseline_value=ours.rate,
+        notes=(
+            "`--processes 2`, unpinned: two processes over both cores, the second shared with "
+            f"wrk; p50 {two.p50_ms:.1f} ms, p99 {two.p99_ms:.1f} ms; CPU per webhook "
+            f"{two.cpu_us_per_request:.0f} us (both processes and their parent), RabbitMQ "
+            f"{two.rabbitmq_cpu_us_per_request or 0:.0f} us"
+        ),
+        details={"processes_2": vars(two)},
+    )
     return [
-        judged(throughput, ours.rate >= 5000, (throughput.ratio or 0) >= 0.9, smoke=bench.smoke),
-        judged(latency, ours.p99_ms <= 25, smoke=bench.smoke),
+        judged(cpu, ours.cpu_us_per_request <= 1.3 * floor, smoke=bench.smoke),
+        judged(throughput, (throughput.ratio or 0) >= 0.6, smoke=bench.smoke),
+        judged(latency, ours.p99_ms <= 40, smoke=bench.smoke),
         bare_row,
         spool_row,
+        processes_row,
     ]
