@@ -92,12 +92,17 @@ class Table:
         row_type: type[NamedTuple],
         key: str | tuple[str, ...],
         on_conflict: Literal["replace", "keep"],
+        keep_equal: tuple[str, ...] = (),
     ) -> Table:
         """The table `name` whose rows are `row_type`, unique on `key`; a row whose key is stored
-        already replaces the stored one, or is skipped (`keep`: rows that never change)."""
+        already replaces the stored one, or is skipped (`keep`: rows that never change).
+
+        `keep_equal`: columns whose stored value a replacing row keeps when the new one is equal.
+        For a value stored out of line (TOAST) the new row version then points at the same
+        chunks instead of writing them again (issue 18: `tickets.custom_fields`)."""
         columns = tuple(_column(field, hint) for field, hint in _hints(row_type))
         keys = (key,) if isinstance(key, str) else key
-        return cls(name, columns, keys, _upsert(name, columns, keys, on_conflict))
+        return cls(name, columns, keys, _upsert(name, columns, keys, on_conflict, keep_equal))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -135,6 +140,7 @@ def _upsert(
     columns: tuple[Column, ...],
     key: tuple[str, ...],
     on_conflict: Literal["replace", "keep"],
+    keep_equal: tuple[str, ...] = (),
 ) -> str:
     """INSERT ... SELECT * FROM unnest($1, ..., $n) ON CONFLICT (key) ...: one array per column.
 
@@ -149,7 +155,7 @@ def _upsert(
         action = "DO NOTHING"
     else:
         updates = ",\n    ".join(
-            f"{c.name} = EXCLUDED.{c.name}" for c in columns if c.name not in key
+            _update(table, c.name, c.name in keep_equal) for c in columns if c.name not in key
         )
         action = f"DO UPDATE SET\n    {updates}"
     return (
@@ -157,6 +163,13 @@ def _upsert(
         f"SELECT * FROM unnest({arrays})\n"
         f"ON CONFLICT ({', '.join(key)}) {action}"
     )
+
+
+def _update(table: str, column: str, keep_equal: bool) -> str:
+    if not keep_equal:
+        return f"{column} = EXCLUDED.{column}"
+    stored, new = f"{table}.{column}", f"EXCLUDED.{column}"
+    return f"{column} = CASE WHEN {stored} = {new} THEN {stored} ELSE {new} END"
 
 
 def stamp(moment: datetime, kind: str, usedesk_id: int) -> str:

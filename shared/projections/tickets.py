@@ -105,6 +105,8 @@ _encoder = msgspec.json.Encoder(order="deterministic")
 # rewrites and rereads it, which as jsonb cost a JSON parse on write and a text rendering on read.
 _state_encoder = msgspec.msgpack.Encoder(order="deterministic")
 _state_decoder = msgspec.msgpack.Decoder(TicketState)
+# The `custom_fields` column as the load reads it back: {"<field id>": {"value": ...}}.
+_fields_decoder = msgspec.json.Decoder(dict[str, dict[str, Any]])
 
 
 def _newer(state: TicketState, field: str, version: str) -> bool:
@@ -330,7 +332,11 @@ class TicketRow(NamedTuple):
     priority: Text | None
 
 
-TABLE = Table.of("tickets", TicketRow, key="ticket_id", on_conflict="replace")
+# A ticket's custom fields change rarely, and its row is rewritten for every batch that touches
+# it: the stored (out-of-line) value is kept when equal (migration 0007).
+TABLE = Table.of(
+    "tickets", TicketRow, key="ticket_id", on_conflict="replace", keep_equal=("custom_fields",)
+)
 
 
 def first_response_at(state: TicketState) -> datetime | None:
@@ -390,17 +396,35 @@ def row(state: TicketState) -> TicketRow:
         len(metrics.gaps) + len(field_gaps(state)),
         not state.created,
         state.events_count,
-        _state_encoder.encode(state),
+        _stored_state(state),
         v.get("priority"),
     )
+
+
+def _stored_state(state: TicketState) -> bytes:
+    """`fold_state` without the custom fields' values: the row's `custom_fields` column holds
+    each of them already, and `load` puts them back from it. A free-text field (a description)
+    made them most of the state, written twice into every rewrite of the row (issue 18)."""
+    if not any(value is not None for _, _, value in state.custom_fields.values()):
+        return _state_encoder.encode(state)
+    versions = {k: (version, None, None) for k, (version, _, _) in state.custom_fields.items()}
+    return _state_encoder.encode(msgspec.structs.replace(state, custom_fields=versions))
 
 
 _warned_old_format = False
 
 
 def load(record: asyncpg.Record) -> tuple[int, TicketState]:
+    """A stored row's state: `fold_state` with its custom fields' values from the row's
+    `custom_fields` (see `_stored_state`; a state stored with its values gets the same ones)."""
     global _warned_old_format  # noqa: PLW0603 - one warning per process, not per row
     state = _state_decoder.decode(record["fold_state"])
+    if state.custom_fields:
+        values = _fields_decoder.decode(record["custom_fields"])
+        state.custom_fields = {
+            k: (version, None, values.get(k, {}).get("value"))
+            for k, (version, _, _) in state.custom_fields.items()
+        }
     if state.format < FOLD_FORMAT and not _warned_old_format:
         _warned_old_format = True
         log.warning(
@@ -430,6 +454,6 @@ PROJECTION: Projection[int, TicketState] = Projection(
     key=key,
     fold=fold,
     row=row,
-    load_sql=TABLE.load_sql("ticket_id", "fold_state"),
+    load_sql=TABLE.load_sql("ticket_id", "fold_state", "custom_fields"),
     load=load,
 )

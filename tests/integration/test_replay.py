@@ -281,7 +281,7 @@ async def test_swap_keeps_index_names_constraints_storage_owner_and_grants(
         assert await db.fetch(SCHEMA_SHAPE) == shape
         assert await db.fetch(CONSTRAINTS) == constraints
         tickets = [row for row in shape if row["relname"] == "tickets"]
-        assert tickets[0]["storage_parameters"] == "{toast_tuple_target=8160}"
+        assert tickets[0]["storage_parameters"] == "{toast_tuple_target=512,fillfactor=60}"
         assert await db.fetchval("SELECT has_table_privilege($1, 'public.tickets', 'SELECT')", role)
     finally:
         await db.execute(f'DROP OWNED BY "{role}"')
