@@ -206,6 +206,11 @@ def markdown(cost: Mapping[str, Any]) -> str:
         + ", ".join(f"{name} {size:,} B" for name, size in cost["table_bytes"].items())
         + f"; {cost['table_bytes_total']:,} B in all.",
     ]
+    if "machine_busy_share" in cost:
+        lines.append(
+            f"The machine's cores were {cost['machine_busy_share']:.0%} busy over the window "
+            "(these processes and the load generator)."
+        )
     size = cost["sizing"]
     cores = ", ".join(f"{int(rate):,}/s: {n} cores" for rate, n in size["cores_for"].items())
     lines += [

@@ -22,6 +22,7 @@ cost table (`results.json` → `cost`).
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import time
 import uuid
@@ -140,6 +141,10 @@ async def measure(
         f"the load generator and poller used {sender * 1e6 / max(accepted, 1):.0f} µs more"
     )
     cost["sizing"] = sizing(cost["cpu_us_total"])
+    # How busy the machine was: every metered process plus the sender, over all cores. Near 1,
+    # every stage queues behind the others and latency is set by the machine, not by a stage.
+    busy_seconds = cost["cpu_us_total"] * accepted / 1e6 + sender
+    cost["machine_busy_share"] = round(busy_seconds / (cost["seconds"] * (os.cpu_count() or 1)), 3)
     summary["cost"] = cost
     return summary
 
