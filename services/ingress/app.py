@@ -12,6 +12,7 @@ import structlog
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiohttp import web
 
+from services.ingress.accesslog import WebhookLog
 from services.ingress.forwarder import Forwarder
 from services.ingress.metrics import (
     METRICS_CONTENT_TYPE,
@@ -59,12 +60,19 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_broker if settings.spool_dir is None else _broker_and_spool)
     if metrics.shared_dir is not None:
         app.cleanup_ctx.append(_refreshing_metrics)
-    app.router.add_post(WEBHOOK_PATH, WebhookEndpoint(settings, state, metrics).handle)
+    webhook_log = WebhookLog("ingress", settings.log_level, settings.log_format)
+    app.router.add_post(WEBHOOK_PATH, WebhookEndpoint(settings, state, metrics, webhook_log).handle)
+    app.on_cleanup.append(lambda _: _flushed(webhook_log))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.yaml", _openapi)
     return app
+
+
+async def _flushed(webhook_log: WebhookLog) -> None:
+    """The last webhooks' lines, before the process exits."""
+    webhook_log.flush()
 
 
 def require_secrets(settings: Settings) -> None:

@@ -26,8 +26,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from services.ingress.accesslog import WebhookLog
 from services.ingress.authentication import SecretCheck
 from services.ingress.body import BodyReaders, checked_content_type
+from services.ingress.fastparse import parse
 from services.ingress.metrics import IngressMetrics
 from services.ingress.publisher import Publisher, PublishFailed
 from services.ingress.redaction import redact
@@ -36,10 +38,8 @@ from services.ingress.spool import Spool, SpoolFull, SpoolRefused
 from shared import envelope
 from shared.errors import DecodeError
 from shared.settings import Settings
-from shared.usedesk import Kind, detect_kind, parse_body
+from shared.usedesk import Kind, detect_kind
 from shared.usedesk.media import JSON
-
-log = structlog.get_logger()
 
 # A ping without a valid secret is answered like a kept one, but nothing of it exists anywhere.
 _PING_NOT_KEPT = b'{"delivery_id":null}'
@@ -83,9 +83,16 @@ class IngressState:
 
 
 class WebhookEndpoint:
-    def __init__(self, settings: Settings, state: IngressState, metrics: IngressMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state: IngressState,
+        metrics: IngressMetrics,
+        webhook_log: WebhookLog | None = None,
+    ) -> None:
         self._state = state
         self._metrics = metrics
+        self._log = webhook_log or WebhookLog("ingress", settings.log_level, settings.log_format)
         self._secrets = SecretCheck(settings.secrets, settings.allow_any_secret)
         self._max_bytes = settings.max_body_bytes
         self._read_timeout = settings.read_timeout
@@ -95,16 +102,18 @@ class WebhookEndpoint:
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         delivery_id = uuid.uuid4()
-        structlog.contextvars.bind_contextvars(delivery_id=str(delivery_id))
+        delivery = str(delivery_id)
+        # Every line logged while handling it (the publisher's, the spool's) carries it too.
+        structlog.contextvars.bind_contextvars(delivery_id=delivery)
         kind = NO_KIND
         try:
             content_type = checked_content_type(request, self._max_bytes)
             body = await self._read(request)
         except Refusal as refusal:
-            return self._refused(kind, refusal, started)
+            return self._refused(delivery, kind, refusal, started)
         if self._state.handling >= self._max_in_flight:
             overloaded = unavailable("overloaded", "too many webhooks in flight; retry later")
-            return self._refused(kind, overloaded, started)
+            return self._refused(delivery, kind, overloaded, started)
         self._state.handling += 1
         try:
             payload = _parse(body, content_type)
@@ -113,10 +122,10 @@ class WebhookEndpoint:
                 delivery_id, kind, body, content_type, payload
             )
         except Refusal as refusal:
-            return self._refused(kind, refusal, started)
+            return self._refused(delivery, kind, refusal, started)
         finally:
             self._state.handling -= 1
-        self._answered(event, kind, response.status, started, **extra)
+        self._answered(event, delivery, kind, response.status, started, **extra)
         return response
 
     async def _read(self, request: web.Request) -> bytes:
@@ -171,7 +180,7 @@ class WebhookEndpoint:
             await self._spool(spool, delivery, str(exc))
             return str(exc)
         finally:
-            self._metrics.publish_seconds.observe(time.perf_counter() - started)
+            self._metrics.observe_publish(time.perf_counter() - started)
         if state.broker_suspect:
             state.broker_suspect = False
         return None
@@ -186,19 +195,22 @@ class WebhookEndpoint:
             raise unavailable(code, f"not stored: {why}, and {exc}") from None
         self._metrics.spool_appended.inc()
 
-    def _refused(self, kind: str, refusal: Refusal, started: float) -> web.Response:
-        self._answered("webhook_refused", kind, refusal.status, started, error=refusal.code)
+    def _refused(self, delivery: str, kind: str, refusal: Refusal, started: float) -> web.Response:
+        status = refusal.status
+        self._answered("webhook_refused", delivery, kind, status, started, error=refusal.code)
         return error_response(refusal)
 
-    def _answered(self, event: str, kind: str, status: int, started: float, **extra: str) -> None:
+    def _answered(
+        self, event: str, delivery: str, kind: str, status: int, started: float, **extra: str
+    ) -> None:
         self._metrics.count(kind, status)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        log.info(event, kind=kind, status=status, duration_ms=duration_ms, **extra)
+        self._log.line(event, delivery, kind, status, duration_ms, **extra)
 
 
 def _parse(body: bytes, content_type: str) -> dict[str, Any]:
     try:
-        return parse_body(body, content_type)
+        return parse(body, content_type)
     except DecodeError as exc:
         raise Refusal(400, "bad_body", str(exc)) from None
 
