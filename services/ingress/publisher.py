@@ -5,11 +5,19 @@ queue (I1). aio-pika's defaults are unsafe for that: an unroutable publish "succ
 channel raises on returns, and a publish on a robust connection waits for the reconnect with no
 deadline. Every failure becomes `PublishFailed`, which the handler answers with 503.
 
-aio-pika manages the connection, the channel and the topology; the publish itself goes to the
-channel's aiormq layer with `wait=False`. `Exchange.publish` holds the channel's lock until the
-event loop has written the frame, which serialises publishes at two loop iterations each: cheap in
-a bare publish loop, but an HTTP server's iterations are long, and throughput fell as concurrency
-rose. Confirms are still awaited one by one, so publishes stay pipelined and none is promised early.
+aio-pika manages the connection, the channel and the topology; the publish itself is written to
+the channel's aiormq layer directly, in batches (`_Batch`). aiormq's `basic_publish` puts every
+message on the connection's write queue on its own, and its writer sends each with a `send`
+system call: on loopback that call also runs the broker side's TCP receive, and it was the largest
+single cost of a webhook. Here the publishes of one event-loop iteration are marshalled into one
+write (the method frame, constant for our exchange and routing key, marshalled once per channel),
+with exactly `basic_publish`'s bookkeeping for each message: the next delivery tag, a
+confirmation future from the channel's own future store (so a closing channel rejects it), and the
+message id that a `Basic.Return` is matched by (so an unroutable message still fails its
+confirmation with `PublishError`: mandatory and confirms are as before). Delivery tags follow the
+order of the frames because this publisher is the only one on its channel, assigns a tag and
+queues the frame without awaiting in between, and writes batches in order. Confirms are awaited
+one by one, so publishes stay pipelined and none is promised early.
 
 A publish that timed out stays queued for the socket and unconfirmed; while the broker blocks
 publishers (a memory or disk alarm) such leftovers would pile up without end. At most
@@ -21,13 +29,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+from collections import deque
 from typing import cast
 
 import aio_pika
 import aiormq
+import pamqp.frame
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiormq.abc import ChannelFrame
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from shared.broker import ROUTING_KEY, declare_topology
 from shared.errors import DeskLedgerError
@@ -61,6 +75,7 @@ class Publisher:
         self._channel = channel
         self._exchange = exchange
         self._reopening: asyncio.Task[None] | None = None
+        self._batch: _Batch | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> Publisher:
@@ -108,18 +123,15 @@ class Publisher:
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
 
     async def _send(self, body: bytes, properties: aiormq.spec.Basic.Properties) -> None:
-        # The concrete channel: `wait` is not part of aiormq's abstract interface.
         channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
         if len(channel.confirmations) >= self._max_unconfirmed:
             raise PublishFailed("too many publishes wait for the broker's confirm")
-        await channel.basic_publish(
-            body,
-            exchange=self._exchange,
-            routing_key=ROUTING_KEY,
-            properties=properties,
-            mandatory=True,
-            wait=False,
-        )
+        if channel.is_closed:
+            raise PublishFailed("the broker channel is closed")
+        batch = self._batch
+        if batch is None or batch.channel is not channel or batch.exchange != self._exchange:
+            batch = self._batch = _Batch(channel, self._exchange)
+        await batch.publish(body, properties)
 
     def revive(self) -> None:
         """Reopen the channel if it is closed for good (see `_reopen_soon`); for callers that
@@ -159,6 +171,87 @@ class Publisher:
                 await self._reopening
         with contextlib.suppress(*CONNECTION_EXCEPTIONS):
             await self._connection.close()
+
+
+class _Batch:
+    """Publishes on one aiormq channel, written to its connection once per loop iteration."""
+
+    def __init__(self, channel: aiormq.Channel, exchange: str) -> None:
+        self.channel = channel
+        self.exchange = exchange
+        number = channel.number
+        self._number = number
+        self._max_content = channel.max_content_size
+        self._method = pamqp.frame.marshal(
+            Basic.Publish(exchange=exchange, routing_key=ROUTING_KEY, mandatory=True), number
+        )
+        self._pending: list[bytes] = []
+        # Batches the write queue had no room for, in order (it holds 10 frames).
+        self._backlog: deque[ChannelFrame] = deque()
+        self._putting: asyncio.Task[None] | None = None
+
+    def publish(
+        self, body: bytes, properties: aiormq.spec.Basic.Properties
+    ) -> asyncio.Future[object]:
+        """Queue one message; the future is its confirmation (aiormq resolves it: the Ack, or
+        `PublishError` when returned, `DeliveryError` when nacked; cancelled if the channel
+        closes)."""
+        channel = self.channel
+        message_id = properties.message_id
+        if not message_id:
+            raise ValueError("a message id is needed to match a returned message")
+        frames = [self._method, self._header(body, properties), *self._body(body)]
+        channel.delivery_tag += 1
+        tag = channel.delivery_tag
+        confirmation: asyncio.Future[object] = channel.create_future()
+        channel.confirmations[tag] = confirmation
+        channel.message_id_delivery_tag[message_id] = tag
+
+        def forget_message_id(_: asyncio.Future[object]) -> None:
+            if channel.message_id_delivery_tag.get(message_id) == tag:
+                channel.message_id_delivery_tag.pop(message_id)
+
+        confirmation.add_done_callback(forget_message_id)
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.extend(frames)
+        return confirmation
+
+    def _header(self, body: bytes, properties: aiormq.spec.Basic.Properties) -> bytes:
+        header = ContentHeader(properties=properties, body_size=len(body))
+        return pamqp.frame.marshal(header, self._number)
+
+    def _body(self, body: bytes) -> list[bytes]:
+        if not body:
+            return []
+        size = self._max_content
+        return [
+            pamqp.frame.marshal(ContentBody(body[at : at + size]), self._number)
+            for at in range(0, len(body), size)
+        ]
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        frame = ChannelFrame(payload=b"".join(self._pending), should_close=False)
+        self._pending = []
+        if self.channel.is_closed:
+            return  # its close rejected the confirmations; nothing may be sent on it
+        queue = self.channel.write_queue
+        if not self._backlog and not queue.full():
+            queue.put_nowait(frame)
+            return
+        self._backlog.append(frame)
+        if self._putting is None:
+            self._putting = asyncio.create_task(self._put_backlog(), context=contextvars.Context())
+
+    async def _put_backlog(self) -> None:
+        try:
+            while self._backlog:
+                await self.channel.write_queue.put(self._backlog[0])
+                self._backlog.popleft()
+        finally:
+            self._putting = None
 
 
 async def _confirming_channel(
