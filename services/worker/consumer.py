@@ -43,6 +43,8 @@ from shared.settings import Settings
 log = structlog.get_logger()
 
 MAX_BACKOFF = 30.0
+# Messages decoded between two chances for the event loop to serve the batch being recorded.
+DECODE_SLICE = 50
 
 
 class Stopping(Exception):
@@ -117,25 +119,73 @@ class Worker:
         await channel.close()
 
     async def _loop(self) -> None:
-        while not self.stopping.is_set():
-            batch = await self._collect()
-            if not batch:
-                continue
-            self._busy += 1
-            try:
-                await self._handle(batch)
-            except Stopping:
-                return
-            except Exception:
-                # Never let one batch end this loop: the consumer would go on taking messages
-                # that nothing processes. Return the batch to the queue (its delivery count
-                # grows, so a message that always breaks the loop is dead-lettered at the limit).
-                log.exception("batch_loop_error", size=len(batch))
-                for message in batch:
-                    with contextlib.suppress(MessageProcessError):  # already settled
-                        await _settle(message.nack(requeue=True), 1)
-            finally:
-                self._busy -= 1
+        """Collect, decode, record, ack: batch after batch. The next batch is collected and
+        decoded while the previous one is being recorded (its transaction is mostly waiting on
+        PostgreSQL), and recorded only once the previous one is acked, so batches still commit
+        and ack in delivery order, one transaction at a time per loop."""
+        previous: asyncio.Task[bool] | None = None
+        try:
+            while not self.stopping.is_set():
+                batch = await self._collect()
+                if previous is not None and (previous.done() or not batch):
+                    if await previous:
+                        return
+                    previous = None
+                if not batch:
+                    continue
+                self._busy += 1
+                started = time.perf_counter()
+                decoded: list[Decoded] | Exception
+                try:
+                    try:
+                        decoded = await self._decode_batch(batch)
+                    except Exception as exc:  # a bug: `_process` returns the batch to the queue
+                        decoded = exc
+                    stopping = previous is not None and await previous
+                except BaseException:
+                    self._busy -= 1
+                    raise
+                if stopping:  # this batch goes back to the queue unacked, like the previous
+                    self._busy -= 1
+                    return
+                previous = asyncio.create_task(self._process(batch, decoded, started))
+        finally:
+            if previous is not None:
+                await previous
+
+    async def _process(
+        self,
+        batch: list[AbstractIncomingMessage],
+        decoded: list[Decoded] | Exception,
+        started: float,
+    ) -> bool:
+        """Record and settle one decoded batch; True when the worker is stopping."""
+        try:
+            if isinstance(decoded, Exception):
+                raise decoded
+            await self._handle(batch, decoded, started)
+        except Stopping:
+            return True
+        except Exception:
+            # Never let one batch end this loop: the consumer would go on taking messages
+            # that nothing processes. Return the batch to the queue (its delivery count
+            # grows, so a message that always breaks the loop is dead-lettered at the limit).
+            log.exception("batch_loop_error", size=len(batch))
+            for message in batch:
+                with contextlib.suppress(MessageProcessError):  # already settled
+                    await _settle(message.nack(requeue=True), 1)
+        finally:
+            self._busy -= 1
+        return False
+
+    async def _decode_batch(self, messages: list[AbstractIncomingMessage]) -> list[Decoded]:
+        """Decode in slices, letting the previous batch's statements progress in between."""
+        decoded: list[Decoded] = []
+        for start in range(0, len(messages), DECODE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            decoded += [self._decode(m) for m in messages[start : start + DECODE_SLICE]]
+        return decoded
 
     async def _collect(self) -> list[AbstractIncomingMessage]:
         """Up to `batch_size` messages, waiting at most `batch_ms` after the first."""
@@ -159,9 +209,9 @@ class Worker:
                 break
         return batch
 
-    async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
-        started = time.perf_counter()
-        decoded = [self._decode(m) for m in messages]
+    async def _handle(
+        self, messages: list[AbstractIncomingMessage], decoded: list[Decoded], started: float
+    ) -> None:
         try:
             result = await self._record(decoded)
         except Stopping:
