@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import struct
 from collections import deque
 from typing import cast
 
@@ -41,8 +42,8 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiormq.abc import ChannelFrame
 from pamqp.body import ContentBody
 from pamqp.commands import Basic
-from pamqp.header import ContentHeader
 
+from shared import envelope
 from shared.broker import ROUTING_KEY, declare_topology
 from shared.errors import DeskLedgerError
 from shared.settings import Settings
@@ -102,6 +103,19 @@ class Publisher:
 
         `properties.message_id` must be unique: aiormq matches a returned message by it.
         """
+        await self._publish(body, properties.message_id or "", properties.marshal())
+
+    async def publish_delivery(self, delivery: envelope.Delivery) -> None:
+        """`publish` of `delivery` with `envelope.properties(delivery)`, without building them
+        (their wire form is written directly: `envelope.encoded_properties`)."""
+        encoded = envelope.encoded_properties(delivery)
+        if encoded is None:
+            encoded = envelope.properties(delivery).marshal()
+        await self._publish(delivery.body, str(delivery.delivery_id), encoded)
+
+    async def _publish(self, body: bytes, message_id: str, properties: bytes) -> None:
+        if not message_id:
+            raise ValueError("a message id is needed to match a returned message")
         if self._channel.is_closed:
             self._reopen_soon()
             raise PublishFailed("the broker channel is closed")
@@ -109,7 +123,7 @@ class Publisher:
             # One deadline for everything: the robust channel's wait for a reconnect, the socket
             # and the confirm.
             async with asyncio.timeout(self._timeout):
-                await self._send(body, properties)
+                await self._send(body, message_id, properties)
         except TimeoutError as exc:
             raise PublishFailed(f"no confirm within {self._timeout:g} s") from exc
         except asyncio.CancelledError as exc:
@@ -122,7 +136,7 @@ class Publisher:
         except CONNECTION_EXCEPTIONS as exc:
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _send(self, body: bytes, properties: aiormq.spec.Basic.Properties) -> None:
+    async def _send(self, body: bytes, message_id: str, properties: bytes) -> None:
         channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
         if len(channel.confirmations) >= self._max_unconfirmed:
             raise PublishFailed("too many publishes wait for the broker's confirm")
@@ -131,7 +145,7 @@ class Publisher:
         batch = self._batch
         if batch is None or batch.channel is not channel or batch.exchange != self._exchange:
             batch = self._batch = _Batch(channel, self._exchange)
-        await batch.publish(body, properties)
+        await batch.publish(body, message_id, properties)
 
     def revive(self) -> None:
         """Reopen the channel if it is closed for good (see `_reopen_soon`); for callers that
@@ -173,6 +187,10 @@ class Publisher:
             await self._connection.close()
 
 
+_HEADER_START = struct.Struct(">BHIHHQ")
+_FRAME_END = b"\xce"
+
+
 class _Batch:
     """Publishes on one aiormq channel, written to its connection once per loop iteration."""
 
@@ -190,16 +208,11 @@ class _Batch:
         self._backlog: deque[ChannelFrame] = deque()
         self._putting: asyncio.Task[None] | None = None
 
-    def publish(
-        self, body: bytes, properties: aiormq.spec.Basic.Properties
-    ) -> asyncio.Future[object]:
-        """Queue one message; the future is its confirmation (aiormq resolves it: the Ack, or
-        `PublishError` when returned, `DeliveryError` when nacked; cancelled if the channel
-        closes)."""
+    def publish(self, body: bytes, message_id: str, properties: bytes) -> asyncio.Future[object]:
+        """Queue one message (`properties`: marshalled); the future is its confirmation (aiormq
+        resolves it: the Ack, or `PublishError` when returned, `DeliveryError` when nacked;
+        cancelled if the channel closes)."""
         channel = self.channel
-        message_id = properties.message_id
-        if not message_id:
-            raise ValueError("a message id is needed to match a returned message")
         frames = [self._method, self._header(body, properties), *self._body(body)]
         channel.delivery_tag += 1
         tag = channel.delivery_tag
@@ -217,9 +230,11 @@ class _Batch:
         self._pending.extend(frames)
         return confirmation
 
-    def _header(self, body: bytes, properties: aiormq.spec.Basic.Properties) -> bytes:
-        header = ContentHeader(properties=properties, body_size=len(body))
-        return pamqp.frame.marshal(header, self._number)
+    def _header(self, body: bytes, properties: bytes) -> bytes:
+        # pamqp's content header frame: type 2, channel, size; class 60, weight 0, body size.
+        size = _HEADER_START.size - 7 + len(properties)
+        start = _HEADER_START.pack(2, self._number, size, 60, 0, len(body))
+        return start + properties + _FRAME_END
 
     def _body(self, body: bytes) -> list[bytes]:
         if not body:

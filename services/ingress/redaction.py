@@ -13,6 +13,18 @@ structure is re-encoded as UTF-8 JSON instead, and the published content type sa
 
 A form can name a field twice and PHP keeps the last value (`secret=a&secret=b`): the parsed
 payload never shows the first, so form fields are overwritten by name, every one of them.
+
+UTF-8 JSON as UseDesk sends it (the hot path) is redacted on its bytes alone, without walking
+the payload or parsing the result, because there the bytes prove it. A key is a JSON string, and
+the only other spelling of `secret` or `secret_key` is a `\\u00XX` escape of one of its ASCII
+letters (all between U+0040 and U+007F), which sends the body to the checked path. So with no
+such escape every key of either name is spelled `"secret"` / `"secret_key"` in the bytes. Each
+such spelling is counted, wherever it is (a key, a value, a key that merely ends in it after an
+escaped quote), and the value after every one that is followed by a colon and a string is
+overwritten. When as many were overwritten as were counted, every key of either name, at any
+depth and however often repeated, had a string value and it is gone (over-redacting at most a
+key whose name ends in an escaped quote and `secret`). Otherwise (a value spelled `"secret"`, a
+secret that is not a string) the checked path above decides.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 
-from services.ingress.fastparse import parse
+from services.ingress.fastparse import PLAIN_JSON, parse
 from shared.errors import DecodeError
 from shared.usedesk.media import JSON, URLENCODED, edits_like_ascii, media_type
 
@@ -53,6 +65,10 @@ class Redacted:
 
 def redact(body: bytes, content_type: str, payload: dict[str, Any]) -> Redacted:
     """`body` (which parses to `payload`) without its secrets."""
+    if content_type in PLAIN_JSON:
+        in_place = _plain_json_in_place(body)
+        if in_place is not None:
+            return Redacted(in_place, content_type)
     expected, secrets = redacted_payload(payload)
     media = media_type(content_type)
     codec = media.codec()
@@ -96,6 +112,15 @@ def _redacted(node: Any) -> tuple[Any, int]:
         copy[key] = replacement
         count += found
     return (node, 0) if copy is None else (copy, count)
+
+
+def _plain_json_in_place(body: bytes) -> bytes | None:
+    """UTF-8 JSON without its secrets, when its bytes prove it (module docstring)."""
+    named = body.count(b'"secret"') + body.count(b'"secret_key"')
+    if _ESCAPED_ASCII.search(body):
+        return None
+    redacted, replaced = _SECRET_VALUE.subn(rb'\1"[redacted]"', body)
+    return redacted if replaced == named else None
 
 
 def _json_in_place(body: bytes, secrets: int) -> bytes | None:

@@ -172,7 +172,7 @@ class WebhookEndpoint:
             raise unavailable("broker_unavailable", "the broker connection is not open yet")
         started = time.perf_counter()
         try:
-            await publisher.publish(delivery.body, envelope.properties(delivery))
+            await publisher.publish_delivery(delivery)
         except PublishFailed as exc:
             if spool is None:
                 raise unavailable("broker_unavailable", f"not stored: {exc}") from None

@@ -305,3 +305,37 @@ def test_no_planted_secret_survives_at_any_depth_in_json_or_forms(
         form = urlencode(pairs, encoding=charset).encode("ascii")
         out, _ = redacted(form, f"{FORM}; charset={charset}")
         assert b"PLANTED" not in out
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # UseDesk's JSON is redacted on its bytes: every key of either name, at any depth.
+        (
+            b'{"secret":"a","x":[{"secret_key":"b"},{"y":{"secret":"c","secret":"d"}}]}',
+            b'{"secret":"[redacted]","x":[{"secret_key":"[redacted]"},'
+            b'{"y":{"secret":"[redacted]","secret":"[redacted]"}}]}',
+        ),
+        # A key that merely ends in an escaped quote and `secret` is redacted too (harmless).
+        (
+            b'{"a\\"secret":"v","secret":"s"}',
+            b'{"a\\"secret":"[redacted]","secret":"[redacted]"}',
+        ),
+    ],
+)
+def test_plain_json_is_redacted_on_its_bytes(body: bytes, expected: bytes) -> None:
+    assert redact(body, JSON, msgspec.json.decode(body)) == Redacted(expected, JSON)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"note":"secret","secret":"s3cr3t-hidden"}',
+        b'{"secret":"s3cr3t-hidden","custom_blocks":[{"secret_key":7}]}',
+        b'{"secr\\u0065t":"s3cr3t-hidden"}',
+    ],
+)
+def test_plain_json_the_bytes_cannot_prove_is_checked(body: bytes) -> None:
+    out, _ = redacted(body)
+    assert b"s3cr3t-hidden" not in out
+    assert msgspec.json.decode(out) == redacted_payload(msgspec.json.decode(body))[0]
