@@ -69,7 +69,7 @@ FROM (
     FROM events
     WHERE position > (SELECT coalesce(max(position), 0) - 500 FROM events)
       AND type IN ('ticket_changed', 'comment_created')
-      AND data ? 'received_at'
+      AND data->>'received_at' IS NOT NULL
       AND coalesce(data->>'changed_at_text', data->>'published_at_text')
           ~ '^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$'
 ) AS recent

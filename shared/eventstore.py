@@ -17,8 +17,11 @@ values, so a reader follows `position > last seen` and never assumes the next nu
 Reading: `read_after` (everything after a position, in order, within the caller's snapshot),
 `read_all` (the same in a snapshot of its own), `read_ticket` (one ticket's stream), and
 `READ_BY_TICKET` with `decode_row` (the replay's bulk load, in `(ticket_id, position)` order).
-Every read returns `data` as UTF-8 bytes: msgspec decodes them directly, and asyncpg's bytea
-decoder costs less than a str (decoded, then encoded again) or a Python-level jsonb codec.
+`data` is `json` (migration 0006): PostgreSQL sends the text as the worker wrote it, where jsonb
+had to be rendered back to text on every read (three times the server CPU). Every read selects
+`data` itself; a connection passed to `raw_json` receives it as the UTF-8 bytes PostgreSQL sent,
+which msgspec decodes directly (the replay's and the baseline's readers); any other connection
+gets a str, which decodes to the same event.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
+
+import asyncpg
 
 from shared.db import Conn
 from shared.events import Event, decode_event, encode_event
@@ -55,20 +60,20 @@ INSERT INTO events (
 )
 SELECT *
 FROM unnest(
-    $1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::uuid[], $7::text[]
+    $1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::json[], $6::uuid[], $7::text[]
 )
 ON CONFLICT ON CONSTRAINT events_type_source_id_key DO NOTHING
 RETURNING position, type, source_id
 """
 
 READ_AFTER = """
-SELECT position, convert_to(data::text, 'UTF8') AS data, delivery_id
+SELECT position, data, delivery_id
 FROM events
 WHERE position > $1 AND ($2::bigint IS NULL OR position <= $2)
 ORDER BY position
 """
 READ_TICKET = """
-SELECT position, convert_to(data::text, 'UTF8') AS data, delivery_id
+SELECT position, data, delivery_id
 FROM events
 WHERE ticket_id = $1
 ORDER BY position
@@ -76,7 +81,7 @@ ORDER BY position
 # Up to a high-water mark `$1`, the tickets `$2 <= ticket_id < $3` (NULL: no bound), in the
 # order of `events_ticket_id_position_idx`, so PostgreSQL sorts nothing.
 READ_BY_TICKET = """
-SELECT ticket_id, position, convert_to(data::text, 'UTF8') AS data, delivery_id
+SELECT ticket_id, position, data, delivery_id
 FROM events
 WHERE position <= $1
   AND ($2::bigint IS NULL OR ticket_id >= $2)
@@ -122,9 +127,22 @@ class NewEvent:
 
 
 def _json(event: Event) -> str:
-    # jsonb cannot hold U+0000; the decoder replaces it already (`events.without_nul`), this
-    # keeps any other path from failing a whole batch on one.
+    # PostgreSQL's text (and so `->>` and `data::jsonb`) cannot hold U+0000; the decoder
+    # replaces it already (`events.without_nul`), this keeps any other path from storing one.
     return encode_event(event).decode().replace("\\u0000", "\\ufffd")
+
+
+def _utf8(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+async def raw_json(conn: asyncpg.Connection) -> None:
+    """Make `conn` return `json` values as the bytes PostgreSQL sent (binary format: the text
+    itself), not as a str: no UTF-8 decode in Python and none again in msgspec. It still takes
+    a str (or bytes) for a `json` parameter, so `append` works on it as on any connection."""
+    await conn.set_type_codec(
+        "json", schema="pg_catalog", encoder=_utf8, decoder=bytes, format="binary"
+    )
 
 
 async def lock_appends(conn: Conn) -> None:
@@ -171,11 +189,11 @@ async def append(conn: Conn, batch: Sequence[NewEvent]) -> list[StoredEvent]:
 
 
 def decode_row(
-    position: int, data: bytes, delivery_id: UUID, tz: ZoneInfo | None = None
+    position: int, data: bytes | str, delivery_id: UUID, tz: ZoneInfo | None = None
 ) -> StoredEvent:
-    """A row of any read here (`data` as UTF-8 bytes) as a stored event; with `tz`, its instants
-    read again from UseDesk's date text in that zone (`mapping.read_dates`): how the replay
-    follows a corrected DESKLEDGER_SOURCE_TIMEZONE."""
+    """A row of any read here (`data` as UTF-8 bytes, or a str) as a stored event; with `tz`,
+    its instants read again from UseDesk's date text in that zone (`mapping.read_dates`): how
+    the replay follows a corrected DESKLEDGER_SOURCE_TIMEZONE."""
     event = decode_event(data)
     return StoredEvent(position, read_dates(event, tz) if tz else event, delivery_id)
 

@@ -85,10 +85,17 @@ async def replay_lock(database_url: str) -> AsyncIterator[None]:
 
 
 async def connect(database_url: str) -> asyncpg.Connection:
-    """A connection of the replay's own, named so in pg_stat_activity."""
-    return await asyncpg.connect(
+    """A connection of the replay's own, named so in pg_stat_activity; `events.data` arrives
+    on it as bytes (`eventstore.raw_json`)."""
+    conn = await asyncpg.connect(
         database_url, server_settings={"application_name": APPLICATION_NAME}
     )
+    try:
+        await eventstore.raw_json(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 def milliseconds(seconds: float) -> str:
