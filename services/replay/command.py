@@ -187,6 +187,8 @@ def rebuild_summary(report: RebuildReport, seconds: float, dry_run: bool) -> str
         events_per_second=round(rate),
         differences=report.differences,
         swapped=report.swapped,
+        # This process's CPU since it started (PostgreSQL's is not in it).
+        cpu_seconds=round(time.process_time(), 2),
     )
     return (
         f"replay: {report.events} events in {seconds:.2f} s ({rate:,.0f} events/s); "

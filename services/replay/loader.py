@@ -83,6 +83,8 @@ async def bulk_load(
         rows_written=loader.rows,
         waited_for_reads_s=round(loader.waited["read"], 2),
         waited_for_writes_s=round(loader.waited["write"], 2),
+        decode_cpu_s=round(loader.cpu["decode"], 2),
+        fold_cpu_s=round(loader.cpu["fold"], 2),
     )
     return until, loader
 
@@ -120,6 +122,9 @@ class Loader:
         self.rows = 0
         # Seconds this process sat waiting for the readers' chunks / room in the writer queue.
         self.waited = {"read": 0.0, "write": 0.0}
+        # CPU seconds of this process decoding events / folding them into rows (the rest of its
+        # CPU: receiving rows from PostgreSQL, encoding COPY data, the event loop).
+        self.cpu = {"decode": 0.0, "fold": 0.0}
         self._buffers: dict[str, Rows] = {p.table: [] for p in projections}
         self._chunks: asyncio.Queue[_Chunk | None] = asyncio.Queue(maxsize=2)
         self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
@@ -176,13 +181,17 @@ class Loader:
     async def _fold(self, rows: _Chunk) -> None:
         if not rows:
             return
+        started = time.process_time()
         events = [eventstore.decode_row(row[1], row[2], row[3], self.tz) for row in rows]
+        self.cpu["decode"] += time.process_time() - started
         for projection in self.projections:
             await asyncio.sleep(0)  # let the readers' chunks arrive meanwhile
+            started = time.process_time()
             states: dict[Any, Any] = {}
             fold_into(projection, states, events)
             buffer = self._buffers[projection.table]
             buffer.extend(rows_of(projection, states.values()))
+            self.cpu["fold"] += time.process_time() - started
             if len(buffer) >= self.copy_size:
                 await self._flush(projection)
         self.events += len(rows)

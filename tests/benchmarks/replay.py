@@ -6,7 +6,8 @@ replay runs twice on it: the first run rebuilds from empty live tables; the meas
 is an operator's replay of a store whose projections are up to date (the full compare included).
 Its rate is events / the replay's own elapsed time (`replay_finished`; the wall time, interpreter
 start included, is in the details); peak RSS is the process's VmHWM, polled.
-Baseline: a process that only reads and decodes the same events in the same order.
+Baseline: a process that only reads and decodes the same events in the same order, the way the
+replay's bulk load reads them (`tests/benchmarks/scan.py`). Target: >= 0.8x the baseline.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -113,28 +115,64 @@ async def fill(url: str, base: list[Event], count: int) -> float:
     return time.perf_counter() - started
 
 
+def _lines(log: str) -> dict[str, dict[str, Any]]:
+    """The replay's JSON log lines by event name (the last of each)."""
+    lines: dict[str, dict[str, Any]] = {}
+    for line in log.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            lines[record.get("event", "")] = record
+    return lines
+
+
 def _finished_seconds(log: str) -> float:
-    for line in reversed(log.splitlines()):
-        if line.startswith("{") and '"replay_finished"' in line:
-            return float(json.loads(line)["seconds"])
-    raise RuntimeError("the replay logged no `replay_finished`")
+    finished = _lines(log).get("replay_finished")
+    if finished is None:
+        raise RuntimeError("the replay logged no `replay_finished`")
+    return float(finished["seconds"])
 
 
-async def _replay(bench: Bench, env: dict[str, str], label: str) -> tuple[Finished, float]:
+def _where_time_goes(log: str, events: int) -> dict[str, float]:
+    """From the replay's log: its CPU per event (all of it, decoding, folding) and the seconds
+    from the bulk load's end to the comparison's (indexes, statistics, catch-up) and from there
+    to the end (the swap)."""
+    lines = _lines(log)
+    loaded, finished = lines["replay_phase_done"], lines["replay_finished"]
+
+    def at(name: str) -> float:
+        return datetime.fromisoformat(lines[name]["timestamp"]).timestamp()
+
+    return {
+        "bulk_load_seconds": loaded["seconds"],
+        "indexes_and_compare_seconds": round(
+            at("projection_compared") - at("replay_phase_done"), 2
+        ),
+        "swap_seconds": round(at("replay_finished") - at("projection_compared"), 2),
+        "cpu_us_per_event": round(finished["cpu_seconds"] / events * 1e6, 1),
+        "decode_cpu_us_per_event": round(loaded["decode_cpu_s"] / events * 1e6, 1),
+        "fold_cpu_us_per_event": round(loaded["fold_cpu_s"] / events * 1e6, 1),
+        "waited_for_reads_seconds": loaded["waited_for_reads_s"],
+        "waited_for_writes_seconds": loaded["waited_for_writes_s"],
+    }
+
+
+async def _replay(
+    bench: Bench, env: dict[str, str], label: str, size: int
+) -> tuple[Finished, float, dict[str, float]]:
     log_path = bench.log_path(label)
     finished = await run_to_end(python("-m", "services", "replay"), env, log_path)
     log = log_path.read_text(encoding="utf-8", errors="replace")
     if finished.returncode != 0:
         raise RuntimeError(f"replay exited {finished.returncode}: {log[-2000:]}")
-    return finished, _finished_seconds(log)
+    return finished, _finished_seconds(log), _where_time_goes(log, size)
 
 
 async def measure(bench: Bench, base: list[Event], size: int) -> list[Result]:
     url = await bench.database(f"replay_{size}")
     fill_seconds = await fill(url, base, size)
     env = environ(bench.settings(url, "unused"))
-    first, first_seconds = await _replay(bench, env, f"replay-{size}-first")
-    ours, seconds = await _replay(bench, env, f"replay-{size}")
+    first, first_seconds, _ = await _replay(bench, env, f"replay-{size}-first", size)
+    ours, seconds, breakdown = await _replay(bench, env, f"replay-{size}", size)
     log_path = bench.log_path(f"scan-{size}")
     scanned = await run_to_end(python("-m", "tests.benchmarks.scan", url), env, log_path)
     scan = json.loads(log_path.read_text().splitlines()[-1])
@@ -148,14 +186,16 @@ async def measure(bench: Bench, base: list[Event], size: int) -> list[Result]:
         "first_replay_seconds": first_seconds,
         "first_replay_peak_rss_mb": round(first.peak_rss_mb, 1),
         "scan_seconds": round(scan["seconds"], 2),
+        "scan_cpu_us_per_event": round(scan["cpu_seconds"] / size * 1e6, 1),
+        **breakdown,
     }
     rate = Result(
         name=f"replay_{label}_rate",
         value=size / seconds,
         unit="events/s",
-        baseline="read + decode the same events only",
+        baseline="read + decode the same events only (the store's fastest read)",
         baseline_value=size / scan["seconds"],
-        target=">= 100,000 events/s",
+        target=">= 0.8x the baseline",
         notes=f"{size:,} events; second replay (live tables up to date); wall {ours.seconds:.1f} s",
         details=details,
     )
@@ -169,7 +209,7 @@ async def measure(bench: Bench, base: list[Event], size: int) -> list[Result]:
         notes="the larger of the two replays' VmHWM (polled every 20 ms)",
     )
     return [
-        judged(rate, rate.value >= 100_000, smoke=bench.smoke),
+        judged(rate, (rate.ratio or 0) >= 0.8, smoke=bench.smoke),
         judged(rss, rss.value <= RSS_LIMIT_MB, smoke=bench.smoke),
     ]
 
