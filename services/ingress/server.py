@@ -9,6 +9,7 @@ is the broker connection closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import structlog
@@ -32,6 +33,7 @@ KEEPALIVE_SECONDS = 75.0
 # Its default (10 s) lets a refused or dribbling client hold the connection far too long.
 LINGER_SECONDS = 2.0
 LISTEN_BACKLOG = 2048
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
@@ -87,6 +89,7 @@ async def serve(settings: Settings) -> None:
             backlog=LISTEN_BACKLOG,
         )
         await site.start()
+        _tune_gc()
         log.info("ingress_listening", address=runner.addresses)
         await stop.wait()
         app[STATE].draining = True
@@ -97,6 +100,20 @@ async def serve(settings: Settings) -> None:
     finally:
         await runner.cleanup()
     log.info("ingress_stopped")
+
+
+def _tune_gc() -> None:
+    """The cyclic garbage collector, out of the p99's way (measured under wrk -c64).
+
+    Everything imported and set up by now lives as long as the process: frozen, a full
+    collection no longer walks it (~50k objects: 7 full collections in 12 s took 290 ms, up to
+    56 ms each, while every webhook in flight waited). A webhook's payload holds dozens of
+    containers, so at the default threshold of 700 the young generation was collected every few
+    webhooks (~940 times, 370 ms); at 10,000 about 120 times, 20 ms. Cycles are rare here (the
+    objects of a webhook die by reference counting), so collecting them later costs little.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 async def _in_flight_done(state: IngressState, grace: float) -> None:
