@@ -190,6 +190,14 @@ SETTINGS: tuple[Setting, ...] = (
         "debug, info, warning or error",
     ),
     Setting(
+        "DESKLEDGER_INGRESS_LOG_SAMPLE",
+        "ingress_log_sample",
+        "1",
+        _int(1, 1_000_000),
+        "the ingress logs one `webhook_accepted` line in N (refusals and spooled webhooks always);"
+        " 1: every webhook",
+    ),
+    Setting(
         "DESKLEDGER_PUBLISH_TIMEOUT",
         "publish_timeout",
         "5",
@@ -339,6 +347,7 @@ class Settings:
     source_timezone: ZoneInfo
     log_format: str
     log_level: str
+    ingress_log_sample: int
     publish_timeout: float
     read_timeout: float
     max_in_flight: int

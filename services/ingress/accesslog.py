@@ -11,6 +11,11 @@ interrupts (the webhooks of it were not answered yet either).
 
 With the console format (a terminal) or a level above info, the line goes through structlog
 as every other line does.
+
+`DESKLEDGER_INGRESS_LOG_SAMPLE=N` (default 1: every line) keeps one `webhook_accepted` line in N,
+each with `"sample": N` so that counting lines still estimates the traffic; refusals, spooled
+webhooks and ignored pings are always logged. Sampled out, a delivery is still traced by its id
+from the sender's 200 answer to the message (its id) and the worker's lines.
 """
 
 from __future__ import annotations
@@ -27,13 +32,19 @@ import structlog
 log = structlog.get_logger()
 
 _ENCODE = msgspec.json.Encoder().encode
+# The only line that may be sampled.
+ACCEPTED = "webhook_accepted"
 
 
 class WebhookLog:
     """Writes `webhook_*` lines: `line(event, delivery_id, kind, status, duration_ms, **extra)`."""
 
-    def __init__(self, service: str, level: str, fmt: str, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, service: str, level: str, fmt: str, sample: int = 1, stream: TextIO | None = None
+    ) -> None:
         self._service = service
+        self._sample = sample
+        self._accepted = 0
         self._enabled = logging.getLevelNamesMapping()[level.upper()] <= logging.INFO
         self._fast = fmt == "json"
         self._stream = stream
@@ -42,8 +53,15 @@ class WebhookLog:
     def line(
         self, event: str, delivery_id: str, kind: str, status: int, duration_ms: float, **extra: str
     ) -> None:
+        sample: dict[str, int] = {}
+        if self._sample > 1 and event == ACCEPTED:
+            self._accepted += 1
+            if self._accepted < self._sample:
+                return
+            self._accepted = 0
+            sample["sample"] = self._sample
         if not self._fast:
-            log.info(event, kind=kind, status=status, duration_ms=duration_ms, **extra)
+            log.info(event, kind=kind, status=status, duration_ms=duration_ms, **extra, **sample)
             return
         if not self._enabled:
             return
@@ -59,6 +77,8 @@ class WebhookLog:
         }
         if extra:
             fields.update(extra)
+        if sample:
+            fields.update(sample)
         if not self._pending:
             asyncio.get_running_loop().call_soon(self.flush)
         self._pending.append(_ENCODE(fields))

@@ -60,7 +60,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_broker if settings.spool_dir is None else _broker_and_spool)
     if metrics.shared_dir is not None:
         app.cleanup_ctx.append(_refreshing_metrics)
-    webhook_log = WebhookLog("ingress", settings.log_level, settings.log_format)
+    webhook_log = WebhookLog(
+        "ingress", settings.log_level, settings.log_format, settings.ingress_log_sample
+    )
     app.router.add_post(WEBHOOK_PATH, WebhookEndpoint(settings, state, metrics, webhook_log).handle)
     app.on_cleanup.append(lambda _: _flushed(webhook_log))
     app.router.add_get("/healthz", _healthz)

@@ -92,7 +92,9 @@ class WebhookEndpoint:
     ) -> None:
         self._state = state
         self._metrics = metrics
-        self._log = webhook_log or WebhookLog("ingress", settings.log_level, settings.log_format)
+        self._log = webhook_log or WebhookLog(
+            "ingress", settings.log_level, settings.log_format, settings.ingress_log_sample
+        )
         self._secrets = SecretCheck(settings.secrets, settings.allow_any_secret)
         self._max_bytes = settings.max_body_bytes
         self._read_timeout = settings.read_timeout

@@ -96,3 +96,20 @@ def test_answered_requests_are_counted_by_the_next_scrape() -> None:
     assert 'deskledger_ingress_publish_seconds_bucket{le="0.0025"} 1.0' in text
     metrics.count("ping", 200)
     assert 'kind="ping",status="200"} 4.0' in metrics.exposition().decode()
+
+
+async def test_a_sample_keeps_one_accepted_line_in_n_and_every_other_line() -> None:
+    out = io.StringIO()
+    webhook_log = WebhookLog("ingress", "info", "json", sample=3, stream=out)
+    for n in range(7):
+        webhook_log.line("webhook_accepted", f"a-{n}", "ping", 200, 1.0)
+        webhook_log.line("webhook_refused", f"r-{n}", "none", 401, 1.0, error="unauthorized")
+    webhook_log.line("webhook_spooled", "s", "ping", 200, 1.0, spooled_because="down")
+    webhook_log.flush()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    accepted = [line for line in lines if line["event"] == "webhook_accepted"]
+    assert [line["delivery_id"] for line in accepted] == ["a-2", "a-5"]
+    assert all(line["sample"] == 3 for line in accepted)
+    assert len([line for line in lines if line["event"] == "webhook_refused"]) == 7
+    assert "sample" not in lines[-1]
+    assert lines[-1]["event"] == "webhook_spooled"
