@@ -37,7 +37,7 @@ from shared import envelope
 from shared.broker import ROUTING_KEY, declare_topology
 from shared.settings import Settings
 from tests.benchmarks.corpus import Webhook, generate
-from tests.benchmarks.cost import Meter, sizing
+from tests.benchmarks.cost import Meter, sizing, usage_of
 from tests.benchmarks.environment import Bench, environ
 from tests.benchmarks.procs import Process, python, running, until_logged
 from tests.benchmarks.report import Result, judged
@@ -148,6 +148,9 @@ async def drain(
         if metered:
             await meter.snapshot()
             drained.cost = _worker_cost(meter.per_webhook(len(webhooks) - stored_before))
+            drained.cost["postgresql_backends_cpu_us"] = round(
+                await _backends_cpu_seconds(url) * 1e6 / len(webhooks), 1
+            )
             drained.statements = await _statements(url, len(webhooks))
         # Burst mode exits by itself once it sees the queue empty; SIGTERM if it does not.
         with contextlib.suppress(TimeoutError):
@@ -170,6 +173,21 @@ def _worker_cost(cost: dict[str, Any]) -> dict[str, Any]:
     )
     cost["sizing"] = sizing(cost["cpu_us_total"])
     return cost
+
+
+async def _backends_cpu_seconds(url: str) -> float:
+    """CPU time of the PostgreSQL backends connected to this database now (the workers' pool),
+    over their lifetime: PostgreSQL's own share of the drain, without the rest of the machine
+    (WAL writer, checkpointer and other databases' backends are not in it)."""
+    conn = await asyncpg.connect(url)
+    try:
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return usage_of([row["pid"] for row in pids]).cpu_seconds
 
 
 async def _reset_statements(url: str) -> None:
@@ -324,6 +342,7 @@ async def run(bench: Bench) -> list[Result]:
             "statements_per_webhook": ours.statements,
             "worker_cpu_us_per_webhook": ours.cost["cpu_us"]["worker"],
             "postgresql_cpu_us_per_webhook": ours.cost["cpu_us"]["postgresql"],
+            "postgresql_backends_cpu_us_per_webhook": ours.cost["postgresql_backends_cpu_us"],
         },
     )
     ceiling = Result(
