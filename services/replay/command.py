@@ -127,9 +127,10 @@ async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
         lock_timeout=args.lock_timeout,
         tz=settings.source_timezone,
     )
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     report = await Rebuild(settings.database_url, options).run()
-    print(rebuild_summary(report, time.monotonic() - started, args.dry_run))
+    seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+    print(rebuild_summary(report, seconds, args.dry_run, cpu_seconds=cpu))
     return 0
 
 
@@ -167,7 +168,9 @@ def _table_summary(comparison: TableComparison | TicketComparison) -> str:
     return f"{comparison.table}: {kinds} (keys {keys}{more})"
 
 
-def rebuild_summary(report: RebuildReport, seconds: float, dry_run: bool) -> str:
+def rebuild_summary(
+    report: RebuildReport, seconds: float, dry_run: bool, cpu_seconds: float | None = None
+) -> str:
     rate = report.events / seconds if seconds > 0 else 0.0
     differing = [c for c in report.comparisons if c.differing]
     found = f"{report.differences} differences"
@@ -187,8 +190,8 @@ def rebuild_summary(report: RebuildReport, seconds: float, dry_run: bool) -> str
         events_per_second=round(rate),
         differences=report.differences,
         swapped=report.swapped,
-        # This process's CPU since it started (PostgreSQL's is not in it).
-        cpu_seconds=round(time.process_time(), 2),
+        # This process's CPU over those seconds (PostgreSQL's is not in it).
+        cpu_seconds=None if cpu_seconds is None else round(cpu_seconds, 2),
     )
     return (
         f"replay: {report.events} events in {seconds:.2f} s ({rate:,.0f} events/s); "

@@ -6,10 +6,10 @@ key belongs to one ticket, so once a ticket's last event is read its rows are fi
 written and forgotten, and memory holds a few chunks whatever the size of the store. The folds
 are the live ones (`fold_into`, then `row`), given each key's events in position order.
 
-What overlaps: PostgreSQL turning stored jsonb back into text is the costliest part of reading,
-so several reader connections (all in one exported snapshot) each read a range of tickets and
-fetch their next chunk while this process decodes and folds; a writer connection COPYs earlier
-rows into the rebuild schema meanwhile. Bounded queues keep memory flat, and the fold yields to
+What overlaps: several reader connections (all in one exported snapshot) each read a range of
+tickets and fetch their next chunk while this process decodes and folds (`events.data` arrives
+as the bytes PostgreSQL stored, `eventstore.raw_json`); a writer connection COPYs earlier rows
+into the rebuild schema meanwhile. Bounded queues keep memory flat, and the fold yields to
 the event loop between projections so that the readers' chunks keep flowing in.
 """
 

@@ -12,17 +12,22 @@ replay's bulk load reads them (`tests/benchmarks/scan.py`). Target: >= 0.8x the 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
 
+from shared.db import database_name
 from shared.events import (
     CommentCreated,
     Event,
@@ -47,6 +52,7 @@ COLUMNS = ("ticket_id", "type", "source_id", "occurred_at", "data", "delivery_id
 MOSCOW = ZoneInfo("Europe/Moscow")
 RECEIVED = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
 RSS_LIMIT_MB = 300
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def base_events(webhooks: int) -> list[Event]:
@@ -156,15 +162,64 @@ def _where_time_goes(log: str, events: int) -> dict[str, float]:
     }
 
 
+class BackendCpu:
+    """CPU seconds of the PostgreSQL processes serving one database while a block runs: every
+    `postgres: USER DATABASE ...` process (backends, autovacuum) polled in /proc every 50 ms,
+    the last reading of each kept (a process's last < 50 ms may be missed). None where /proc
+    does not show the server's processes (a remote server)."""
+
+    def __init__(self, url: str) -> None:
+        self.database = database_name(url)
+        self.seconds: float | None = None
+        self._stop = threading.Event()
+        self._seen: dict[int, float] = {}
+        self._before: dict[int, float] = {}
+
+    def _poll(self) -> dict[int, float]:
+        found: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+                if not command.startswith("postgres:") or f" {self.database} " not in command:
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICKS
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self._seen.update(self._poll())
+
+    async def __aenter__(self) -> BackendCpu:
+        self._before = self._poll()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join)
+        if self._seen or self._before:
+            self.seconds = sum(v - self._before.get(pid, 0.0) for pid, v in self._seen.items())
+
+
 async def _replay(
     bench: Bench, env: dict[str, str], label: str, size: int
 ) -> tuple[Finished, float, dict[str, float]]:
     log_path = bench.log_path(label)
-    finished = await run_to_end(python("-m", "services", "replay"), env, log_path)
+    async with BackendCpu(env["DATABASE_URL"]) as server:
+        finished = await run_to_end(python("-m", "services", "replay"), env, log_path)
     log = log_path.read_text(encoding="utf-8", errors="replace")
     if finished.returncode != 0:
         raise RuntimeError(f"replay exited {finished.returncode}: {log[-2000:]}")
-    return finished, _finished_seconds(log), _where_time_goes(log, size)
+    breakdown = _where_time_goes(log, size)
+    if server.seconds is not None:
+        breakdown["postgres_cpu_us_per_event"] = round(server.seconds / size * 1e6, 1)
+    return finished, _finished_seconds(log), breakdown
 
 
 async def measure(bench: Bench, base: list[Event], size: int) -> list[Result]:
@@ -174,7 +229,8 @@ async def measure(bench: Bench, base: list[Event], size: int) -> list[Result]:
     first, first_seconds, _ = await _replay(bench, env, f"replay-{size}-first", size)
     ours, seconds, breakdown = await _replay(bench, env, f"replay-{size}", size)
     log_path = bench.log_path(f"scan-{size}")
-    scanned = await run_to_end(python("-m", "tests.benchmarks.scan", url), env, log_path)
+    async with BackendCpu(url) as server:
+        scanned = await run_to_end(python("-m", "tests.benchmarks.scan", url), env, log_path)
     scan = json.loads(log_path.read_text().splitlines()[-1])
     if scanned.returncode != 0 or scan["events"] != size:
         raise RuntimeError(f"the baseline scan failed: {log_path.read_text()[-2000:]}")
@@ -187,6 +243,9 @@ async def measure(bench: Bench, base: list[Event], size: int) -> list[Result]:
         "first_replay_peak_rss_mb": round(first.peak_rss_mb, 1),
         "scan_seconds": round(scan["seconds"], 2),
         "scan_cpu_us_per_event": round(scan["cpu_seconds"] / size * 1e6, 1),
+        "scan_postgres_cpu_us_per_event": (
+            None if server.seconds is None else round(server.seconds / size * 1e6, 1)
+        ),
         **breakdown,
     }
     rate = Result(
