@@ -262,10 +262,12 @@ class _Batch:
 
     async def _put_backlog(self) -> None:
         try:
-            while self._backlog:
+            while self._backlog and not self.channel.is_closed:
                 await self.channel.write_queue.put(self._backlog[0])
                 self._backlog.popleft()
         finally:
+            # A closed channel's confirmations were rejected: what is left is never sent.
+            self._backlog.clear()
             self._putting = None
 
 
