@@ -55,7 +55,9 @@ _KIND_KEYS: tuple[tuple[str, Kind], ...] = (
     ("comment", "comment_created"),
     ("csi", "rating"),
 )
-_BUILDERS: dict[Kind, Callable[[Envelope, datetime, ZoneInfo, int | None, list[str]], Event]] = {
+_BUILDERS: dict[
+    Kind, Callable[[Envelope, datetime, ZoneInfo, int | None, list[str] | None], Event]
+] = {
     "ticket_created": ticket_created,
     "ticket_changed": ticket_changed,
     "comment_created": comment_created,
@@ -81,6 +83,9 @@ _JSON_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 # How a NUL character can arrive: a JSON escape, a form's percent-encoding, a raw byte in a
 # multipart part. A false alarm (an escaped backslash before "u0000") only costs a re-encode.
 _NUL_SPELLINGS = (NUL_ESCAPE, b"%00", b"\x00")
+# An int, so that `in` goes straight to memchr: a one-byte bytes needle is first tried as an
+# integer, and the TypeError raised and cleared inside costs ten times the scan.
+_BACKSLASH = ord("\\")
 
 
 def detect_kind(payload: Mapping[str, object]) -> Kind:
@@ -175,15 +180,16 @@ def decode_webhook(
     `tz` is the zone of UseDesk's naive dates; `company_id` is used when the payload has none;
     what was coerced rather than refused (a number where text belongs) is added to `warnings`.
     """
-    if content_type in _JSON_AS_SENT:
+    as_sent = content_type in _JSON_AS_SENT
+    if as_sent:
         try:
             # The closed schema cannot make msgspec recurse past its own depth, so the common
             # case skips the depth scan (a quarter of the decode time of a 2 KB body).
-            decoded: Envelope = CLOSED_DECODER.decode(body)
+            envelope: Envelope | None = CLOSED_DECODER.decode(body)
         except _JSON_ERRORS:
             kind, envelope = _decode_tolerantly(body)
         else:
-            kind, envelope = _kind_of(decoded), decoded
+            kind = _kind_of(envelope)  # type: ignore[arg-type]
     else:
         kind, envelope = _decode_other(body, content_type)
     build = _BUILDERS.get(kind)
@@ -191,10 +197,13 @@ def decode_webhook(
         return kind, None
     if received_at.tzinfo is not UTC:
         received_at = _as_utc(received_at)
-    event = build(envelope, received_at, tz, company_id, [] if warnings is None else warnings)
-    # JSON spells a NUL only as an escape: one scan on the hot path, three for other bodies.
-    may_hold_nul = NUL_ESCAPE in body if content_type in _JSON_AS_SENT else _may_hold_nul(body)
-    return kind, without_nul(event) if may_hold_nul else event
+    event = build(envelope, received_at, tz, company_id, warnings)
+    # JSON spells a NUL only as an escape, so a body without a backslash holds none: one
+    # memchr (40 ns for 2 KB). The search for the escape itself reads Cyrillic UTF-8 slowly (the
+    # second bytes of "а" and "е" defeat its skip table): 0.7-1 µs per 2 KB body.
+    if (_BACKSLASH in body and body.find(NUL_ESCAPE) >= 0) if as_sent else _may_hold_nul(body):
+        return kind, without_nul(event)
+    return kind, event
 
 
 def _may_hold_nul(body: bytes) -> bool:
