@@ -138,6 +138,8 @@ async def drain(
         ]
         meter = Meter(url, {f"worker_{n}": p.process.pid for n, p in enumerate(procs)})
         stored_before = 0
+        backends = BackendsCpu(url)
+        sampling = asyncio.create_task(backends.run()) if metered else None
         if metered:
             # From the moment it consumes: its start-up is not a cost per webhook.
             await until_logged(procs[0], "worker_consuming")
@@ -148,8 +150,11 @@ async def drain(
         if metered:
             await meter.snapshot()
             drained.cost = _worker_cost(meter.per_webhook(len(webhooks) - stored_before))
+            backends.stopping.set()
+            if sampling is not None:
+                await sampling
             drained.cost["postgresql_backends_cpu_us"] = round(
-                await _backends_cpu_seconds(url) * 1e6 / len(webhooks), 1
+                backends.cpu_seconds * 1e6 / len(webhooks), 1
             )
             drained.statements = await _statements(url, len(webhooks))
         # Burst mode exits by itself once it sees the queue empty; SIGTERM if it does not.
@@ -175,19 +180,36 @@ def _worker_cost(cost: dict[str, Any]) -> dict[str, Any]:
     return cost
 
 
-async def _backends_cpu_seconds(url: str) -> float:
-    """CPU time of the PostgreSQL backends connected to this database now (the workers' pool),
-    over their lifetime: PostgreSQL's own share of the drain, without the rest of the machine
-    (WAL writer, checkpointer and other databases' backends are not in it)."""
-    conn = await asyncpg.connect(url)
-    try:
-        pids = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await conn.close()
-    return usage_of([row["pid"] for row in pids]).cpu_seconds
+class BackendsCpu:
+    """The CPU time of the PostgreSQL backends serving one database (the workers' pool),
+    sampled every 0.2 s until `stop()`: each backend's largest reading (utime + stime over its
+    life, which starts with the worker's first batch) summed. PostgreSQL's own share of the
+    drain, without the rest of the machine (WAL writer, checkpointer, other databases)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: dict[int, float] = {}
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        conn = await asyncpg.connect(self.url)
+        try:
+            while not self.stopping.is_set():
+                rows = await conn.fetch(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                for row in rows:
+                    used = usage_of([row["pid"]]).cpu_seconds
+                    self.seen[row["pid"]] = max(used, self.seen.get(row["pid"], 0.0))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), 0.2)
+        finally:
+            await conn.close()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.seen.values())
 
 
 async def _reset_statements(url: str) -> None:
