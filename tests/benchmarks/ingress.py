@@ -56,6 +56,9 @@ class Load:
     cpu_us_per_request: float = 0.0  # of the server process(es), during the measured run
     # RabbitMQ's (beam.smp) CPU over the same window, per request (machine-wide: see above).
     rabbitmq_cpu_us_per_request: float | None = None
+    # Seconds the server's threads were runnable but waited for a CPU (/proc/PID/task/*/schedstat)
+    # over the measured window: other work on the machine taking the server's core.
+    run_queue_wait_s: float | None = None
 
 
 async def _wrk(url: str, bodies_path: Path, seconds: float) -> Load:
@@ -88,8 +91,8 @@ async def _wrk(url: str, bodies_path: Path, seconds: float) -> Load:
     )
 
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of `pid` and every process below it (the children of `--processes N`)."""
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process below it (the children of `--processes N`)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -104,7 +107,23 @@ def _tree_cpu_seconds(pid: int) -> float:
         below = {child for child, parent in parents.items() if parent in tree} - tree
         tree |= below
         grew = bool(below)
-    return usage_of(sorted(tree)).cpu_seconds
+    return sorted(tree)
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    return usage_of(_tree(pid)).cpu_seconds
+
+
+def _run_queue_wait_seconds(pid: int) -> float:
+    """Time the threads of `pid`'s tree spent runnable, waiting for a CPU (schedstat field 2)."""
+    waited = 0
+    for process in _tree(pid):
+        for task in Path(f"/proc/{process}/task").glob("*/schedstat"):
+            try:
+                waited += int(task.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return waited / 1e9
 
 
 async def _load(
@@ -125,6 +144,7 @@ async def _load(
         await _wrk(url, bodies_path, 2)
     pid = server.process.pid
     cpu = _tree_cpu_seconds(pid)
+    waited = _run_queue_wait_seconds(pid)
     beam = usage_of(pids_named("beam.smp")) if broker else Usage()
     if smoke:
         s = await closed_loop(url, bodies, 8, 0.5)
@@ -133,6 +153,7 @@ async def _load(
         load = await _wrk(url, bodies_path, 10)
     requests = max(1, load.requests)
     load.cpu_us_per_request = (_tree_cpu_seconds(pid) - cpu) / requests * 1e6
+    load.run_queue_wait_s = _run_queue_wait_seconds(pid) - waited
     if broker:
         used = usage_of(pids_named("beam.smp")) - beam
         load.rabbitmq_cpu_us_per_request = used.cpu_seconds / requests * 1e6
@@ -272,7 +293,13 @@ async def run(bench: Bench) -> list[Result]:
         baseline="aio-pika publish loop p99",
         baseline_value=loop.p99_ms,
         target=f"<= 40 ms at {CONNECTIONS} connections",
-        notes=f"p50 {ours.p50_ms:.1f} ms (publish loop p50 {loop.p50_ms:.1f} ms)",
+        notes=(
+            f"p50 {ours.p50_ms:.1f} ms (publish loop p50 {loop.p50_ms:.1f} ms); the ingress "
+            f"used {ours.rate * ours.cpu_us_per_request / 1e6:.0%} of its core and waited "
+            f"{ours.run_queue_wait_s or 0:.2f} s of the {ours.requests / max(ours.rate, 1):.1f} s "
+            "window for it (run queue: other work on the machine)"
+        ),
+        details={"run_queue_wait_s": ours.run_queue_wait_s},
     )
     bare_row = Result(
         name="ingress_vs_bare_aiohttp",
