@@ -30,13 +30,19 @@ EventType = Literal[
 TimeSource = Literal["usedesk", "received"]
 
 
-class CustomField(msgspec.Struct, frozen=True, kw_only=True):
+# `gc=False` on every struct here: an event holds text, numbers, instants and tuples of these
+# structs (a change's `extra` only scalars), so it can never be part of a reference cycle, and
+# the collector need not track the millions a replay or a worker batch makes. It changes
+# nothing in the stored JSON.
+
+
+class CustomField(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     id: int | None = None
     name: str | None = None
     value: str | None = None
 
 
-class ClientRef(msgspec.Struct, frozen=True, kw_only=True):
+class ClientRef(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The client as the payload described it (names and contacts, no secrets)."""
 
     id: int | None = None
@@ -49,7 +55,7 @@ class ClientRef(msgspec.Struct, frozen=True, kw_only=True):
     additional_ids: tuple[str, ...] = ()
 
 
-class FieldChange(msgspec.Struct, frozen=True, kw_only=True):
+class FieldChange(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One entry of `trigger.data[]`; values are kept as text (forms carry every scalar as text).
 
     What text would lose is kept beside it: the JSON of a value sent as anything but a string
@@ -64,7 +70,7 @@ class FieldChange(msgspec.Struct, frozen=True, kw_only=True):
     extra: dict[str, str | int | float | bool | None] = {}
 
 
-class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="schema"):
+class _Event(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="schema"):
     type: ClassVar[EventType]
     ticket_id: int
     company_id: int | None = None

@@ -43,7 +43,9 @@ from shared.usedesk.dates import read_date
 from shared.usedesk.errors import show
 from shared.usedesk.wire import (
     INT32_MAX,
+    INT64_MAX,
     ClientWire,
+    ClosedFields,
     CommentWire,
     CsiWire,
     CustomFieldWire,
@@ -51,6 +53,7 @@ from shared.usedesk.wire import (
     Int,
     Many,
     PhoneWire,
+    Reread,
     TicketWire,
     TriggerWire,
     text,
@@ -385,11 +388,15 @@ def _scalar(value: Any) -> str | int | float | bool | None:
     return _JSON.encode(value).decode()
 
 
-def _custom_fields(fields: Many[CustomFieldWire]) -> tuple[CustomField, ...]:
+def _custom_fields(fields: Many[CustomFieldWire] | ClosedFields) -> tuple[CustomField, ...]:
     if not fields:
         return ()
+    if fields.__class__ is tuple:  # decoded by the closed envelope: check, never rebuild
+        return _checked(fields)
     out = []
     for field in fields if fields.__class__ is list else _values(fields):
+        if field.__class__ is CustomField:  # a closed envelope's sparse array
+            return _checked(tuple(_values(fields)))
         name, value = field.name, field.value
         if name.__class__ is not str and name is not None:
             name = text(name)
@@ -400,6 +407,19 @@ def _custom_fields(fields: Many[CustomFieldWire]) -> tuple[CustomField, ...]:
             continue
         out.append(CustomField(id=field_id, name=name, value=value))
     return tuple(out)
+
+
+def _checked(fields: tuple[CustomField, ...]) -> tuple[CustomField, ...]:
+    """Custom fields as the closed envelope decoded them, if the wire types would have read
+    them alike: an id from 1 to 2^63-1 or none, and something in every field."""
+    for field in fields:
+        field_id = field.id
+        if field_id is None:
+            if field.name is None and field.value is None:
+                raise Reread
+        elif not 0 < field_id <= INT64_MAX:
+            raise Reread
+    return fields
 
 
 def _client(wire: ClientWire | None) -> ClientRef | None:

@@ -127,6 +127,11 @@ def hostile_bodies() -> Iterator[bytes]:
     yield b'{"ticket":{"id":1,"x":' + b"[" * 100_000
     yield b'{"trigger":{"id":1,"ticket_id":2,"data":[{"value":' + b'{"a":' * 50_000
     yield b'{"ping":' + b"[" * 3000 + b"]" * 3000 + b"}"
+    # Custom fields decode into `CustomField`, which ignores unknown keys: msgspec skips them.
+    yield b'{"comment":{"id":1,"ticket_id":2},"custom_fields":[{"id":1,"x":' + b"[" * 100_000
+    yield (
+        b'{"csi":{"id":1,"ticket_id":2},"custom_fields":[{"x":' + b"[" * 3000 + b"]" * 3000 + b"}]}"
+    )
     yield b'{"a":"' + b'\\"' * 300_000  # an unterminated string of escaped quotes
     yield b'{"ticket":{"id":1,"subject":"\xc3\x28"}}'
     yield b'{"ticket":{"id":' + b"9" * 100_000 + b"}}"
