@@ -7,8 +7,9 @@ own process so its peak RSS compares with the replay's.
 It reads the way the replay's bulk load does, the fastest way the store offers: the store's own
 ticket-ordered query (`eventstore.READ_BY_TICKET`) up to the high-water mark, `events.data`
 as bytes (`eventstore.raw_json`), the next chunk always being fetched while this one is
-decoded, and with READERS > 1 (default 1) that many connections in one snapshot, each reading
-a range of tickets (`eventstore.ticket_splits`) into this one process.
+decoded, and READERS connections (default 2, as the replay: 1,000,000 events were read and
+decoded in 17-20 s with two, 25.5 s with one) in one snapshot, each reading a range of tickets
+(`eventstore.ticket_splits`) into this one process.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ async def _read(conn: asyncpg.Connection, until: int, bounds: Bounds) -> int:
     return count
 
 
-async def scan(url: str, readers: int = 1) -> dict[str, float]:
+async def scan(url: str, readers: int = 2) -> dict[str, float]:
     conns = [await asyncpg.connect(url) for _ in range(readers)]
     try:
         for conn in conns:
@@ -69,5 +70,5 @@ async def scan(url: str, readers: int = 1) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    readers = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    readers = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     print(json.dumps(uvloop.run(scan(sys.argv[1], readers))), flush=True)
