@@ -57,6 +57,7 @@ class Worker:
         self.concurrency = concurrency
         self.burst = burst
         self.stopping = asyncio.Event()
+        self._drained = False  # a burst worker found the queue empty and is ending
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._busy = 0
         self._pool: asyncpg.Pool | None = None
@@ -115,6 +116,7 @@ class Worker:
             declared = await channel.declare_queue(queue_name, passive=True, robust=False)
             idle = self._buffer.empty() and self._busy == 0
             if idle and declared.declaration_result.message_count == 0:
+                self._drained = True
                 self.stop()
         await channel.close()
 
@@ -141,7 +143,13 @@ class Worker:
                         decoded = await self._decode_batch(batch)
                     except Exception as exc:  # a bug: `_process` returns the batch to the queue
                         decoded = exc
-                    stopping = previous is not None and await previous
+                    if previous is not None:
+                        # SIGTERM while `previous` was the batch in hand: that one is finished,
+                        # this one (decoded ahead) goes back. A burst worker stops only once
+                        # idle and drained, and records what it holds.
+                        stopping = await previous or (self.stopping.is_set() and not self._drained)
+                    else:
+                        stopping = False
                 except BaseException:
                     self._busy -= 1
                     raise
