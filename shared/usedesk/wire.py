@@ -7,9 +7,13 @@ numeric strings (decoded with `strict=False`); arrays may come as objects, becau
 
 Each struct comes twice. The closed variants (`Closed*`) declare every documented field,
 forbid the rest and type every value with a bounded depth, so msgspec cannot recurse deeper
-than the schema whatever the bytes: the hot path needs no depth scan of the body (I8). A
-payload they refuse (an undocumented field, an odd value) takes the tolerant structs after a
-depth check. No event carries `secret` or `custom_blocks` (reliability I7).
+than the schema whatever the bytes: the hot path needs no depth scan of the body (I8). One
+exception: custom fields decode straight into the event's `CustomField`, which ignores an
+undocumented key, so msgspec skips its value under its own recursion guard (a deep one ends as
+a RecursionError, then the depth check; tested on a small thread stack). A payload they refuse
+(an undocumented field, an odd value) takes the tolerant structs after a depth check, and so
+does one whose custom fields `mapping` finds the closed reading got wrong (`Reread`). No event
+carries `secret` or `custom_blocks` (reliability I7).
 """
 
 from __future__ import annotations
