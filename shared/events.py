@@ -17,6 +17,7 @@ every projection. Events stored before the text was kept (no `*_text`) keep thei
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import ClassVar, Literal
 
@@ -210,13 +211,23 @@ NUL_ESCAPE = b"\\u0000"
 NUL_REPLACEMENT = b"\\ufffd"
 
 
+# In msgspec's JSON every backslash starts an escape: reading them left to right tells an
+# escaped NUL from the text `\u0000` (an escaped backslash, then "u0000"), which stays.
+_ESCAPED_BACKSLASH_OR_NUL = re.compile(rb"\\(\\|u0000)")
+
+
+def _without_escaped_nul(found: re.Match[bytes]) -> bytes:
+    return NUL_REPLACEMENT if found.group(1) == b"u0000" else found.group(0)
+
+
 def without_nul(event: Event) -> Event:
     """`event` with every U+0000 in its text replaced by U+FFFD, so that `events.data` and the
     projections hold the same text (issue 19); the event itself when it has none."""
     encoded = encode_event(event)
     if NUL_ESCAPE not in encoded:
         return event
-    return decode_event(encoded.replace(NUL_ESCAPE, NUL_REPLACEMENT))
+    cleaned = _ESCAPED_BACKSLASH_OR_NUL.sub(_without_escaped_nul, encoded)
+    return event if cleaned == encoded else decode_event(cleaned)
 
 
 class TicketSnapshot(_Event, frozen=True, kw_only=True, tag="ticket_snapshot.v1"):
