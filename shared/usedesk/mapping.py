@@ -52,7 +52,6 @@ from shared.usedesk.wire import (
     Envelope,
     Int,
     Many,
-    PhoneWire,
     Reread,
     TicketWire,
     TriggerWire,
@@ -422,7 +421,9 @@ def _checked(fields: tuple[CustomField, ...]) -> tuple[CustomField, ...]:
     return fields
 
 
-def _client(wire: ClientWire | None) -> ClientRef | None:
+def _client(wire: ClientWire | None) -> ClientRef | None:  # noqa: C901, PLR0912 - hot path
+    """The client as `ClientRef`. Its three lists are read by loops written out here: a helper
+    call per list was a fifth of this function, run for three webhooks in four."""
     if wire is None:
         return None
     client_id, name, note = wire.id or None, wire.name, wire.note
@@ -430,12 +431,53 @@ def _client(wire: ClientWire | None) -> ClientRef | None:
         name = text(name)
     if note.__class__ is not str and note is not None:
         note = text(note)
-    emails, phones, additional_ids = wire.emails, wire.phones, wire.additional_ids
-    emails = _contacts(emails, "email") if emails else ()
-    phones, phone_types = _phones(phones) if phones else ((), ())
-    additional_ids = _contacts(additional_ids, "value") if additional_ids else ()
+    value: Any
+    emails: Any = wire.emails
+    if emails:
+        kept = []
+        for entry in emails if emails.__class__ is list else _values(emails):
+            value = entry if entry.__class__ is str else entry.email
+            if value.__class__ is not str:
+                value = text(value)
+            if value:  # empty ones (a phone of "") are dropped
+                kept.append(value)
+        emails = tuple(kept)
+    else:
+        emails = ()
+    phones: Any = wire.phones
+    phone_types: tuple[str | None, ...] = ()
+    if phones:
+        # Non-empty phones and, in the same order, their types (None for a bare string).
+        numbers, types = [], []
+        for entry in phones if phones.__class__ is list else _values(phones):
+            if entry.__class__ is str:
+                value, kind = entry, None
+            else:
+                value, kind = entry.phone, entry.type
+                if value.__class__ is not str:
+                    value = text(value)
+                if kind.__class__ is not str and kind is not None:
+                    kind = text(kind)
+            if value:
+                numbers.append(value)
+                types.append(kind)
+        phones, phone_types = tuple(numbers), tuple(types)
+    else:
+        phones = ()
+    additional: Any = wire.additional_ids
+    if additional:
+        kept = []
+        for entry in additional if additional.__class__ is list else _values(additional):
+            value = entry if entry.__class__ is str else entry.value
+            if value.__class__ is not str:
+                value = text(value)
+            if value:
+                kept.append(value)
+        additional = tuple(kept)
+    else:
+        additional = ()
     # A client with nothing in it is what a form sends as no client at all (it omits empties).
-    if not (client_id or name or emails or phones or note or additional_ids):
+    if not (client_id or name or emails or phones or note or additional):
         return None
     return ClientRef(
         id=client_id,
@@ -444,38 +486,5 @@ def _client(wire: ClientWire | None) -> ClientRef | None:
         phones=phones,
         phone_types=phone_types,
         note=note or None,
-        additional_ids=additional_ids,
+        additional_ids=additional,
     )
-
-
-def _phones(entries: Many[PhoneWire | str]) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
-    """Non-empty phones and, in the same order, their types (None for a bare string)."""
-    phones: list[str] = []
-    types: list[str | None] = []
-    for entry in entries if entries.__class__ is list else _values(entries):
-        phone: str | None
-        kind: str | None
-        if entry.__class__ is str:
-            phone, kind = entry, None
-        else:
-            phone, kind = entry.phone, entry.type
-            if phone.__class__ is not str:
-                phone = text(phone)
-            if kind.__class__ is not str and kind is not None:
-                kind = text(kind)
-        if phone:
-            phones.append(phone)
-            types.append(kind)
-    return tuple(phones), tuple(types)
-
-
-def _contacts(entries: Many[Any], field: str) -> tuple[str, ...]:
-    """`[{"email": "a@b"}]` → `("a@b",)`; empty ones (a phone of `""`) are dropped."""
-    kept = []
-    for entry in entries if entries.__class__ is list else _values(entries):
-        value = entry if entry.__class__ is str else getattr(entry, field)
-        if value.__class__ is not str:
-            value = text(value)
-        if value:
-            kept.append(value)
-    return tuple(kept)
