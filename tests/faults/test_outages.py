@@ -141,7 +141,10 @@ async def test_broker_memory_alarm_is_503_at_the_deadline_with_bounded_memory(
     # The flood's webhooks count too: none may be lost, none may appear twice.
     await verify(driver, faults=1, extra=flood.sent)
     assert {a.status for a in flood.attempts()} == {503}, "a 200 while publishing was blocked"
-    assert {a.error for a in flood.attempts()} == {"broker_unavailable", "overloaded"}
+    # Refused at the handler's cap ("overloaded") or at the publisher's cap on unconfirmed
+    # publishes ("broker_unavailable"): which one fills first depends on timing (the batched
+    # publisher reaches its cap before 64 requests are in the handler).
+    assert {a.error for a in flood.attempts()} <= {"broker_unavailable", "overloaded"}
     slowest = max(a.finished - a.started for a in flood.attempts())
     assert slowest < PUBLISH_TIMEOUT + 2, f"a 503 took {slowest:.1f} s: past the deadline"
     assert peak - before < 64 * 1024 * 1024, f"the ingress grew by {(peak - before) >> 20} MiB"
