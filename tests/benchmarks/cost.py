@@ -220,3 +220,25 @@ def markdown(cost: Mapping[str, Any]) -> str:
         f"{size['planned_utilisation']:.0%} utilisation: {cores}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def at_capacity(ingress: dict[str, Any], worker: dict[str, Any]) -> dict[str, Any]:
+    """A webhook's cost with every stage running flat out: the ingress under wrk (its CPU and
+    RabbitMQ's while it publishes) plus the worker draining a queue (its CPU, PostgreSQL's and
+    RabbitMQ's while it consumes). Bytes written come from the worker's drain only."""
+    cpu = {
+        "ingress": round(ingress["ingress_cpu_us"], 1),
+        "worker": worker["cpu_us"]["worker"],
+        "postgresql": worker["cpu_us"]["postgresql"],
+        "rabbitmq": round((ingress.get("rabbitmq_cpu_us") or 0) + worker["cpu_us"]["rabbitmq"], 1),
+    }
+    cost = {key: value for key, value in worker.items() if key not in ("cpu_us", "sizing")}
+    cost["cpu_us"] = cpu
+    cost["cpu_us_total"] = round(sum(cpu.values()), 1)
+    cost["where"] = (
+        "each stage at its own capacity: the ingress under wrk at 64 connections (with "
+        "RabbitMQ taking its publishes), the worker draining a pre-filled queue (with PostgreSQL "
+        "and RabbitMQ); bytes and WAL from the drain"
+    )
+    cost["sizing"] = sizing(cost["cpu_us_total"])
+    return cost

@@ -23,6 +23,7 @@ from typing import Any
 
 from shared.logging import configure_logging
 from tests.benchmarks import report
+from tests.benchmarks.cost import at_capacity
 from tests.benchmarks.cost import markdown as cost_markdown
 from tests.benchmarks.environment import BUILD, Bench, bench_environment
 from tests.benchmarks.report import Result, Skip, Skipped
@@ -102,6 +103,9 @@ async def main_async(smoke: bool, only: Sequence[str], out: Path) -> int:
                 continue
             ok = await run_part(part, bench, results, skipped) and ok
         costs = bench.costs
+    ingress = next((r for r in results if r.name == "ingress_cpu_per_webhook"), None)
+    if ingress is not None and "worker" in costs:
+        costs = {"capacity": at_capacity(ingress.details, costs["worker"]), **costs}
     seconds = time.perf_counter() - started
     meta = {
         "smoke": smoke,
