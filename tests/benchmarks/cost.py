@@ -172,6 +172,21 @@ class Meter:
         }
 
 
+async def reset_statements(conn: asyncpg.Connection) -> bool:
+    """Start `pg_stat_statements` afresh for the connection's database; False when the server
+    does not preload it (`shared_preload_libraries`): the per-statement figures are then left out,
+    the run goes on."""
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await conn.execute(
+            "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()), 0)"
+        )
+    except asyncpg.PostgresError:
+        return False
+    return True
+
+
 def sizing(cpu_us_per_webhook: float) -> dict[str, Any]:
     """Webhooks/s one core sustains, and the cores a helpdesk of N webhooks/s needs."""
     per_core = 1e6 / cpu_us_per_webhook if cpu_us_per_webhook > 0 else 0.0

@@ -37,7 +37,7 @@ from shared import envelope
 from shared.broker import ROUTING_KEY, declare_topology
 from shared.settings import Settings
 from tests.benchmarks.corpus import Webhook, generate
-from tests.benchmarks.cost import Meter, sizing, usage_of
+from tests.benchmarks.cost import Meter, reset_statements, sizing, usage_of
 from tests.benchmarks.environment import Bench, environ
 from tests.benchmarks.procs import Process, python, running, until_logged
 from tests.benchmarks.report import Result, judged
@@ -215,11 +215,7 @@ class BackendsCpu:
 async def _reset_statements(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        await conn.execute(
-            "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
-            " WHERE datname = current_database()), 0)"
-        )
+        await reset_statements(conn)
     finally:
         await conn.close()
 
@@ -231,6 +227,8 @@ async def _statements(url: str, webhooks: int) -> dict[str, dict[str, float]]:
     conn = await asyncpg.connect(url)
     try:
         rows = await conn.fetch(STATEMENTS)
+    except asyncpg.PostgresError:  # pg_stat_statements is not preloaded on this server
+        return {}
     finally:
         await conn.close()
     tables: dict[str, dict[str, float]] = {}
