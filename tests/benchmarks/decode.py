@@ -22,6 +22,7 @@ RECEIVED = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
 # The target the bench holds: issue 18 asked 1.5x; the typed decode alone is ~2.0x and building
 # the event (client, changes, dates) costs the rest (docs/benchmarks.md, "What bounds").
 ASKED = "(issue 18 asked 1.5x: the limit is in docs/benchmarks.md)"
+RUNS = 3
 
 
 @contextlib.contextmanager
@@ -66,11 +67,18 @@ async def run(bench: Bench) -> list[Result]:
 
     gc.collect()
     with one_core(CLIENT_CORE):
-        # Interleaved, so that a slow moment of the machine hits both sides alike.
-        rates = {"ours": 0.0, "json": 0.0}
-        for _ in range(2):
-            rates["ours"] = max(rates["ours"], best_rate(ours, seconds / 2))
-            rates["json"] = max(rates["json"], best_rate(stdlib, seconds / 2))
+        # RUNS measurements in a row, each interleaved so that a slow moment of the machine
+        # hits both sides alike; the result is the run with the lowest ratio ("met" means met
+        # on every one of them).
+        runs = []
+        for _ in range(1 if bench.smoke else RUNS):
+            pair = {"ours": 0.0, "json": 0.0}
+            for _ in range(2):
+                pair["ours"] = max(pair["ours"], best_rate(ours, seconds / 2))
+                pair["json"] = max(pair["json"], best_rate(stdlib, seconds / 2))
+            runs.append(pair)
+    rates = min(runs, key=lambda pair: pair["ours"] / pair["json"])
+    ratios = ", ".join(f"{pair['ours'] / pair['json']:.3f}x" for pair in runs)
     average = sum(len(b) for b, _ in bodies) / len(bodies)
     # The cost model: CPU time of one decode on one core, per webhook and per KiB of body.
     micros = 1e6 / rates["ours"]
@@ -81,8 +89,9 @@ async def run(bench: Bench) -> list[Result]:
         unit="webhooks/s/core",
         baseline="json.loads of the same bytes",
         baseline_value=rates["json"],
-        target=">= 100,000/s and >= 1.3x json.loads " + ASKED,
+        target=f">= 100,000/s and >= 1.3x json.loads on {RUNS} runs " + ASKED,
         notes=(
+            f"worst of {len(runs)} runs ({ratios}); "
             f"{len(bodies)} corpus bodies, {average:.0f} B average; best pass, one core; "
             f"{micros:.2f} µs per webhook, {per_kib:.2f} µs per KiB "
             f"(json.loads {1e6 / rates['json']:.2f} µs)"
@@ -93,6 +102,7 @@ async def run(bench: Bench) -> list[Result]:
             "us_per_webhook": round(micros, 3),
             "us_per_kib": round(per_kib, 3),
             "json_loads_us_per_webhook": round(1e6 / rates["json"], 3),
+            "runs": runs,
         },
     )
     return [judged(result, result.value >= 100_000, (result.ratio or 0) >= 1.3, smoke=bench.smoke)]
