@@ -49,6 +49,14 @@ def template_database(services: ServiceUrls) -> Iterator[str]:
 
 
 @pytest.fixture
+async def fresh_url(services: ServiceUrls) -> AsyncIterator[str]:
+    """A database name that does not exist yet (for migrations from nothing); dropped after."""
+    name = f"dl_fresh_{uuid.uuid4().hex[:10]}"
+    yield services.database(name)
+    await _drop_database(services.database("postgres"), name)
+
+
+@pytest.fixture
 async def database_url(services: ServiceUrls, template_database: str) -> AsyncIterator[str]:
     async with database_from_template(services, template_database) as url:
         yield url

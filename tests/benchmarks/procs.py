@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.benchmarks.cost import usage_of
 from tests.benchmarks.environment import REPO
 
 # The server side gets core 0, the load generator core 1 (PostgreSQL and RabbitMQ float).
@@ -41,12 +42,7 @@ class Process:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far (0 once it is gone)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        # Fields 14 and 15 of proc(5), counted after the command's closing parenthesis.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return usage_of([self.process.pid]).cpu_seconds
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +14,6 @@ from shared import eventstore
 from shared.db import MIGRATIONS_DIR, migrate
 from shared.events import Event, encode_event
 from tests.benchmarks.replay import base_events
-from tests.helpers.services import ServiceUrls
 
 JSON_MIGRATION = "0006_events_data_json.sql"
 INSERT_JSONB = """
@@ -29,17 +27,6 @@ SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5
 def events() -> list[Event]:
     """A few hundred corpus events of every type, several per ticket."""
     return base_events(300)
-
-
-@pytest.fixture
-async def fresh_url(services: ServiceUrls) -> AsyncIterator[str]:
-    name = f"dl_fresh_{uuid.uuid4().hex[:10]}"
-    yield services.database(name)
-    admin = await asyncpg.connect(services.database("postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def _read_all(conn: asyncpg.Connection) -> list[Event]:

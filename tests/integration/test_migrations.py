@@ -6,8 +6,6 @@ import asyncio
 import shutil
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -15,19 +13,6 @@ import pytest
 
 from shared.db import MIGRATIONS_DIR, load_migrations, migrate
 from shared.errors import MigrationError
-from tests.helpers.services import ServiceUrls
-
-
-@pytest.fixture
-async def fresh_url(services: ServiceUrls) -> AsyncIterator[str]:
-    """A database name that does not exist yet; dropped afterwards."""
-    name = f"dl_fresh_{uuid.uuid4().hex[:10]}"
-    yield services.database(name)
-    admin = await asyncpg.connect(services.database("postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def _tables(url: str) -> set[str]:
